@@ -1,0 +1,1 @@
+"""The paper's rival memory methods, behind the same memorize/answer/reset interface as δ-mem."""

@@ -1,0 +1,1 @@
+"""Benchmarks (load, prompt, score, aggregate) and the generic evaluation runner."""

@@ -1,0 +1,123 @@
+"""Typed configuration of the δ-mem memory (METHOD.md §2–§5).
+
+One `DeltaMemConfig` describes everything that shapes the memory parameters or changes what
+the memory computes. It is what Hydra's `memory/` group instantiates, what our adapter files
+store as JSON, and what converts to and from the public release's `delta_mem_config.json`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+WriteStrategy = Literal["tsw", "ssw", "msw"]
+SegmentUnit = Literal["message", "sentence"]
+BInit = Literal["base_slice", "zero"]
+Target = Literal["q", "k", "v", "o"]
+
+VALID_TARGETS: tuple[str, ...] = ("q", "k", "v", "o")
+
+
+class ConfigError(ValueError):
+    """A memory configuration that cannot describe a valid δ-mem module."""
+
+
+@dataclass(frozen=True)
+class DeltaMemConfig:
+    """Shape and behaviour of the δ-mem memory attached to each wrapped attention layer.
+
+    Attributes:
+        write: write strategy. `tsw` writes every token, `ssw` one write per segment,
+            `msw` writes every token into `num_state_heads` independent states.
+        rank: r, the side of each square state (rows = value dims, columns = key dims).
+        num_state_heads: H. 1 for TSW/SSW, 4 for MSW in the paper.
+        alpha: correction scale numerator; corrections are scaled by s = alpha / rank.
+        targets: which projections receive a correction (q and o by default; k, v optional).
+        layers: decoder-layer indices to wrap (None = all layers).
+        beta_bias_init: initial b_β (−1.5 gives β ≈ 0.18 at start).
+        b_init: `base_slice` (release default) or `zero` init of the correction matrices.
+        base_slice_scale: scale of the unit-norm base-weight columns copied into B.
+        segment_unit: for SSW, what a segment is when callers derive ids from chats.
+        state_dtype_between_calls: `float32` (fixed behaviour) or `bfloat16` (the release's
+            defect, reproduced on request: the state is rounded after every forward call).
+        param_dtype: dtype of the memory parameters (fp32 keeps master weights exact).
+        scan_chunk_size: chunk length of the parallel scan.
+    """
+
+    write: WriteStrategy = "tsw"
+    rank: int = 8
+    num_state_heads: int = 1
+    alpha: float = 16.0
+    targets: tuple[str, ...] = ("q", "o")
+    layers: tuple[int, ...] | None = None
+    beta_bias_init: float = -1.5
+    b_init: BInit = "base_slice"
+    base_slice_scale: float = 0.05
+    segment_unit: SegmentUnit = "message"
+    state_dtype_between_calls: Literal["float32", "bfloat16"] = "float32"
+    param_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    scan_chunk_size: int = 64
+
+    def __post_init__(self) -> None:
+        # Hydra/OmegaConf hands lists; keep the dataclass hashable and comparable.
+        object.__setattr__(self, "targets", tuple(self.targets))
+        if self.layers is not None:
+            object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
+        if self.write not in ("tsw", "ssw", "msw"):
+            raise ConfigError(f"unknown write strategy {self.write!r}; expected tsw, ssw or msw")
+        if self.rank < 1 or self.num_state_heads < 1:
+            raise ConfigError(f"rank and num_state_heads must be ≥ 1, got {self.rank}, {self.num_state_heads}")
+        bad = [t for t in self.targets if t not in VALID_TARGETS]
+        if bad or not self.targets:
+            raise ConfigError(f"targets must be a non-empty subset of {VALID_TARGETS}, got {self.targets}")
+        if len(set(self.targets)) != len(self.targets):
+            raise ConfigError(f"targets repeat an entry: {self.targets}")
+        if self.b_init not in ("base_slice", "zero"):
+            raise ConfigError(f"unknown b_init {self.b_init!r}; expected base_slice or zero")
+        if self.segment_unit not in ("message", "sentence"):
+            raise ConfigError(f"unknown segment_unit {self.segment_unit!r}; expected message or sentence")
+        if self.scan_chunk_size < 1:
+            raise ConfigError(f"scan_chunk_size must be ≥ 1, got {self.scan_chunk_size}")
+
+    @property
+    def memory_dim(self) -> int:
+        """D = H·r, the width of a read vector ρ and of every memory projection."""
+        return self.num_state_heads * self.rank
+
+    @property
+    def scale(self) -> float:
+        """s = α / r, the factor on every correction."""
+        return self.alpha / self.rank
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["targets"] = list(self.targets)
+        out["layers"] = None if self.layers is None else list(self.layers)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DeltaMemConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown δ-mem config fields: {unknown}")
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "DeltaMemConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def preset(name: str, **overrides: Any) -> DeltaMemConfig:
+    """The paper's three variants: `tsw`, `ssw` (rank 8, one state) and `msw` (four states)."""
+    presets: dict[str, dict[str, Any]] = {
+        "tsw": dict(write="tsw", num_state_heads=1),
+        "ssw": dict(write="ssw", num_state_heads=1),
+        "msw": dict(write="msw", num_state_heads=4),
+    }
+    if name not in presets:
+        raise ConfigError(f"unknown preset {name!r}; expected one of {sorted(presets)}")
+    return DeltaMemConfig(**{**presets[name], **overrides})
+
+
+__all__ = ["DeltaMemConfig", "ConfigError", "preset", "VALID_TARGETS"]

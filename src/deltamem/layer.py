@@ -1,0 +1,223 @@
+"""One layer of δ-mem: projections, gates, read/write and the low-rank corrections.
+
+`DeltaMemLayer` lives inside a wrapped attention module (as `self_attn.delta_mem`). Before the
+attention runs, it turns the attention input x (the normalised hidden state that feeds q/k/v)
+into reads ρ and updates its state; `CorrectedLinear` wrappers around q_proj / o_proj (and
+optionally k_proj / v_proj) then add s·B ρ to their outputs. Reading order (METHOD.md §3):
+
+    q̃ = L2norm(tanh(A_q x)), k̃ = L2norm(tanh(A_k x))    per state head
+    v = A_v x,  β = sigmoid(W_β x + b_β)                  one gate per state row
+    ρ_t = S_{t-1} q̃_t;  S_t = diag(1−β) S_{t-1} + diag(β)(v − S_{t-1} k̃) k̃ᵀ
+    q = W_q x + s B_q ρ  (before q-norm / RoPE);  o = W_o attn + s B_o ρ  (after o_proj)
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import DeltaMemConfig
+from .scan import delta_scan, read_only
+
+_NORM_EPS = 1e-6  # floor of the per-head L2 norm of q̃ and k̃
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class MissingSegmentsError(ValueError):
+    """SSW was asked to write without segment ids (the release silently fell back to TSW)."""
+
+
+class StateBatchError(ValueError):
+    """The stored state holds a different number of sequences than the current batch."""
+
+
+class DeltaMemLayer(nn.Module):
+    """Parameters and state of the memory of one attention layer.
+
+    Parameters (D = H·r, d = hidden size):
+        in_proj: (4D, d) — rows [A_q; A_k; A_v; W_β] stacked so x is projected in one GEMM.
+        beta_bias: (D,) — b_β.
+        B_q: (q_out, D), B_o: (d, D), and B_k / B_v: (kv_out, D) when those targets are on.
+    State (not a parameter, not saved): (B, H, r, r) fp32, rows = value dims, cols = key dims.
+    """
+
+    def __init__(self, config: DeltaMemConfig, hidden_size: int, q_out: int, kv_out: int, layer_index: int):
+        super().__init__()
+        self.config = config
+        self.layer_index = layer_index
+        self.rank, self.heads, D = config.rank, config.num_state_heads, config.memory_dim
+        dtype = _DTYPES[config.param_dtype]
+        self.in_proj = nn.Parameter(torch.empty(4 * D, hidden_size, dtype=dtype))
+        self.beta_bias = nn.Parameter(torch.empty(D, dtype=dtype))
+        out_features = {"q": q_out, "k": kv_out, "v": kv_out, "o": hidden_size}
+        for target in config.targets:
+            self.register_parameter(f"B_{target}", nn.Parameter(torch.zeros(out_features[target], D, dtype=dtype)))
+        self.state: Tensor | None = None  # (B, H, r, r), None = all zeros
+        self.reads: Tensor | None = None  # (B, T, D) reads of the current forward call
+        self.reset_parameters()
+
+    # ----------------------------------------------------------------- parameters
+    @property
+    def A_q(self) -> Tensor:
+        return self.in_proj[: self.config.memory_dim]
+
+    @property
+    def A_k(self) -> Tensor:
+        D = self.config.memory_dim
+        return self.in_proj[D : 2 * D]
+
+    @property
+    def A_v(self) -> Tensor:
+        D = self.config.memory_dim
+        return self.in_proj[2 * D : 3 * D]
+
+    @property
+    def W_beta(self) -> Tensor:
+        return self.in_proj[3 * self.config.memory_dim :]
+
+    def correction_matrix(self, target: str) -> Tensor:
+        return getattr(self, f"B_{target}")
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Kaiming-uniform(a=√5) A_q/A_k/A_v, W_β = 0, b_β = beta_bias_init, B = 0."""
+        D = self.config.memory_dim
+        nn.init.kaiming_uniform_(self.in_proj[: 3 * D], a=math.sqrt(5))  # bound depends on fan_in only
+        self.in_proj[3 * D :].zero_()
+        self.beta_bias.fill_(self.config.beta_bias_init)
+        for target in self.config.targets:
+            self.correction_matrix(target).zero_()
+
+    @torch.no_grad()
+    def init_base_slice(self, base_weights: dict[str, Tensor]) -> None:
+        """Release default: the first r columns of B_q / B_o are 0.05 × the unit-normed first r
+        columns of W_q / W_o (state head 0 only). Other targets stay zero."""
+        r, scale = self.rank, self.config.base_slice_scale
+        for target, weight in base_weights.items():
+            if target not in self.config.targets or target not in ("q", "o"):
+                continue
+            cols = weight[:, :r].float()
+            cols = cols / cols.norm(dim=0, keepdim=True).clamp_min(1e-12)
+            self.correction_matrix(target)[:, :r] = (scale * cols).to(self.in_proj.dtype)
+
+    # ----------------------------------------------------------------- state
+    def reset_state(self) -> None:
+        self.state = None
+        self.reads = None
+
+    def current_state(self, batch_size: int, device: torch.device) -> Tensor:
+        """The state as fp32 (B, H, r, r); zeros if none was written yet."""
+        if self.state is None:
+            return torch.zeros(batch_size, self.heads, self.rank, self.rank, device=device)
+        if self.state.shape[0] != batch_size:
+            raise StateBatchError(
+                f"layer {self.layer_index}: memory state holds {self.state.shape[0]} sequence(s) but the batch "
+                f"has {batch_size}; reset the state or load one of matching size (MemoryState.expand(n) "
+                "stacks one state for many questions)"
+            )
+        return self.state.float()
+
+    def _store(self, state: Tensor) -> None:
+        between = _DTYPES[self.config.state_dtype_between_calls]
+        self.state = state if between == torch.float32 else state.to(between)
+
+    # ----------------------------------------------------------------- forward
+    def project(self, x: Tensor) -> Tensor:
+        """x: (B, T, d) -> (B, T, 4, H, r) = [A_q x, A_k x, A_v x, W_β x] in one GEMM."""
+        B, T, _ = x.shape
+        return F.linear(x.to(self.in_proj.dtype), self.in_proj).view(B, T, 4, self.heads, self.rank)
+
+    def activate(self, projected: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(..., 4, H, r) -> q̃, k̃ (tanh + L2 norm per head), v, β = sigmoid(W_β x + b_β)."""
+        q, k, v, beta_logit = projected.unbind(-3)
+        beta = torch.sigmoid(beta_logit + self.beta_bias.view(self.heads, self.rank))
+        return F.normalize(torch.tanh(q), dim=-1, eps=_NORM_EPS), F.normalize(torch.tanh(k), dim=-1, eps=_NORM_EPS), v, beta
+
+    def forward(self, x: Tensor, valid: Tensor | None, write: bool, segment_ids: Tensor | None = None) -> Tensor:
+        """Read (and write) the memory for one forward call; returns and keeps ρ: (B, T, D).
+
+        x: (B, T, d) attention input. valid: (B, T) bool or None. segment_ids: (B, T) long for
+        SSW, −1 marking tokens that read but are not written.
+        """
+        B, T, _ = x.shape
+        state = self.current_state(B, x.device)
+        pre = self.project(x)
+        q, k, v, beta = self.activate(pre)
+        if not write:
+            reads = read_only(q, state, valid)
+        elif self.config.write == "ssw":
+            if segment_ids is None:
+                raise MissingSegmentsError(
+                    "SSW writes one state update per segment and needs segment ids for every write; "
+                    "pass segment_ids (message or sentence ids, -1 for unwritten tokens) or disable writes"
+                )
+            reads = read_only(q, state, valid)  # every token reads the state as it was at call start
+            seg_pre, seg_valid = segment_means(pre, segment_ids, valid)
+            _, seg_k, seg_v, seg_beta = self.activate(seg_pre)
+            _, new_state = delta_scan(seg_k, seg_k, seg_v, seg_beta, seg_valid, state,
+                                      chunk_size=self.config.scan_chunk_size)
+            self._store(new_state)
+        else:
+            reads, new_state = delta_scan(q, k, v, beta, valid, state, chunk_size=self.config.scan_chunk_size)
+            self._store(new_state)
+        self.reads = reads.reshape(B, T, -1).to(self.in_proj.dtype)
+        return self.reads
+
+    def correction(self, target: str) -> Tensor:
+        """s·B_target ρ for the current call: (B, T, out_features)."""
+        if self.reads is None:
+            raise RuntimeError(f"layer {self.layer_index}: correction requested before the memory was read")
+        return F.linear(self.reads, self.correction_matrix(target)) * self.config.scale
+
+
+def segment_means(pre: Tensor, segment_ids: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
+    """Mean pre-activation of every segment, for SSW's one-write-per-segment.
+
+    The projections are linear, so the mean of A·x over a segment equals A·x̄ (METHOD.md §4).
+
+    pre: (B, T, 4, H, r); segment_ids: (B, T) long, -1 for tokens outside every segment.
+    Returns (B, N, 4, H, r) means in ascending segment-id order over the N ids present in the
+    batch, and (B, N) bool marking the segments each sequence actually has.
+    """
+    if segment_ids.shape != pre.shape[:2]:
+        raise ValueError(f"segment_ids shape {tuple(segment_ids.shape)} does not match the tokens {tuple(pre.shape[:2])}")
+    member = segment_ids >= 0
+    if valid is not None:
+        member = member & valid
+    ids, position = torch.unique(segment_ids.masked_fill(~member, -1), return_inverse=True)
+    has_unwritten = bool(ids.numel()) and int(ids[0]) < 0
+    onehot = F.one_hot(position, ids.numel()).to(pre.dtype) * member[..., None].to(pre.dtype)  # (B, T, N)
+    if has_unwritten:
+        onehot = onehot[..., 1:]  # drop the column of id -1
+    counts = onehot.sum(1)  # (B, N)
+    sums = torch.einsum("btn,btf->bnf", onehot, pre.flatten(2))
+    means = sums / counts.clamp_min(1)[..., None]
+    return means.view(*means.shape[:2], *pre.shape[2:]), counts > 0
+
+
+class CorrectedLinear(nn.Module):
+    """A frozen projection plus the memory's correction: y = base(x) + s·B ρ.
+
+    The memory layer is held by reference (not registered as a child) so its parameters keep a
+    single home, `self_attn.delta_mem`.
+    """
+
+    def __init__(self, base_layer: nn.Linear, memory: DeltaMemLayer, target: str):
+        super().__init__()
+        self.base_layer = base_layer
+        self.target = target
+        self.__dict__["memory"] = memory
+
+    @property
+    def weight(self) -> Tensor:  # some HF code paths read `q_proj.weight` directly
+        return self.base_layer.weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.base_layer(x)
+        return out + self.memory.correction(self.target).to(out.dtype)
+
+    def extra_repr(self) -> str:
+        return f"target={self.target}"

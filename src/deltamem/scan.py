@@ -1,0 +1,174 @@
+"""The δ-mem recurrence: read before write, gated delta rule with gates on state rows.
+
+For every sequence, state head and token t (METHOD.md §3), with S ∈ R^{r×r}:
+
+    ρ_t = S_{t-1} q_t                                                   (read)
+    S_t = diag(1 − β_t) S_{t-1} + diag(β_t) (v_t − S_{t-1} k_t) k_tᵀ     (write)
+
+Invalid (padding) tokens neither read (ρ_t = 0) nor write (S_t = S_{t-1}).
+
+Two implementations share one public function, `delta_scan`:
+
+* `reference` — a readable loop over tokens, the oracle for tests.
+* `chunked` — the parallel form for training and prefill. Row i of S evolves on its own,
+
+      s_t = s_{t-1} (a_t I − c_t k_t k_tᵀ) + u_t k_tᵀ,   a = 1 − β_i, c = β_i, u = β_i v_i,
+
+  so within a chunk of C tokens, writing s_t = a_t s_{t-1} − w_t k_tᵀ, the scalars w solve a
+  unit lower-triangular C×C system (the WY/UT trick of DeltaNet), reads are a masked
+  C×C product, and the chunk maps its initial state affinely, s ↦ s P + Q. Only the loop over
+  chunks (T/C tiny r×r products) is sequential; all decays are ratios γ_{t}/γ_j ≤ 1 computed
+  in log space, so no chunk can overflow.
+
+A GPU kernel can join as a third `impl` with the same contract.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+ScanImpl = Literal["auto", "reference", "chunked"]
+
+_LOG_FLOOR = 1e-30  # 1 − β is floored here before the log: β → 1 in fp32 would give log 0.
+
+
+def delta_scan(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    valid: Tensor | None = None,
+    initial_state: Tensor | None = None,
+    *,
+    impl: ScanImpl = "auto",
+    chunk_size: int = 64,
+) -> tuple[Tensor, Tensor]:
+    """Run the δ-mem recurrence over a sequence.
+
+    Args:
+        q, k: (B, T, H, r) read and write keys (unit norm per head in δ-mem).
+        v: (B, T, H, r) values; beta: (B, T, H, r) write gates in (0, 1), one per state row.
+        valid: (B, T) bool, False for padding. None means every token is valid.
+        initial_state: (B, H, r, r) state before the first token (zeros if None).
+        impl: `reference`, `chunked`, or `auto` (chunked for T > 1, one step for T == 1).
+        chunk_size: chunk length C of the parallel form.
+
+    Returns:
+        reads: (B, T, H, r) ρ_t = S_{t-1} q_t, zero at invalid tokens.
+        final_state: (B, H, r, r) S_T.
+    Both are in fp32 (fp64 if the inputs are fp64).
+    """
+    B, T, H, r = k.shape
+    dtype = torch.promote_types(k.dtype, torch.float32)
+    q, k, v, beta = (x.to(dtype) for x in (q, k, v, beta))
+    if valid is None:
+        valid = torch.ones(B, T, dtype=torch.bool, device=k.device)
+    if initial_state is None:
+        initial_state = k.new_zeros(B, H, r, r)
+    initial_state = initial_state.to(dtype)
+    if impl == "auto":
+        impl = "reference" if T <= 1 else "chunked"
+    if impl == "reference":
+        return scan_reference(q, k, v, beta, valid, initial_state)
+    if impl == "chunked":
+        return scan_chunked(q, k, v, beta, valid, initial_state, chunk_size=chunk_size)
+    raise ValueError(f"unknown scan impl {impl!r}; expected auto, reference or chunked")
+
+
+def scan_reference(
+    q: Tensor, k: Tensor, v: Tensor, beta: Tensor, valid: Tensor, state: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The recurrence exactly as written in METHOD.md §3, one token at a time."""
+    reads = []
+    for t in range(k.shape[1]):
+        q_t, k_t, v_t, b_t = q[:, t], k[:, t], v[:, t], beta[:, t]  # (B, H, r)
+        m_t = valid[:, t, None, None]  # (B, 1, 1)
+        rho_t = torch.einsum("bhij,bhj->bhi", state, q_t)  # read before write
+        s_k = torch.einsum("bhij,bhj->bhi", state, k_t)
+        written = (1 - b_t)[..., None] * state + (b_t * (v_t - s_k))[..., None] * k_t[..., None, :]
+        state = torch.where(m_t[..., None], written, state)
+        reads.append(rho_t * m_t)
+    return torch.stack(reads, dim=1), state
+
+
+def scan_chunked(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    valid: Tensor,
+    state: Tensor,
+    *,
+    chunk_size: int = 64,
+) -> tuple[Tensor, Tensor]:
+    """Chunk-parallel form of `scan_reference` (see the module docstring for the algebra)."""
+    B, T, H, r = k.shape
+    C = max(1, min(chunk_size, T))
+    beta = beta * valid[..., None, None].to(beta.dtype)  # invalid: a = 1, c = u = 0
+    pad = (-T) % C
+    if pad:
+        q, k, v, beta = (torch.nn.functional.pad(x, (0, 0, 0, 0, 0, pad)) for x in (q, k, v, beta))
+    n = (T + pad) // C
+
+    def per_chunk(x: Tensor) -> Tensor:  # (B, T, H, r) -> (B, H, n, C, r)
+        return x.reshape(B, n, C, H, r).permute(0, 3, 1, 2, 4)
+
+    def per_row(x: Tensor) -> Tensor:  # (B, T, H, r) -> (B, H, R=r rows, n, C)
+        return x.reshape(B, n, C, H, r).permute(0, 3, 4, 1, 2)
+
+    kc, qc = per_chunk(k), per_chunk(q)  # keys are shared by the rows of a head
+    b, vb = per_row(beta), per_row(beta * v)  # c_t and u_t of every row
+    log_a = torch.log((1 - b).clamp_min(_LOG_FLOOR))
+    g = log_a.cumsum(-1)  # log γ_t (inclusive, within chunk)
+    g_prev = torch.nn.functional.pad(g[..., :-1], (1, 0))  # log γ_{t-1}
+
+    strictly_lower = torch.ones(C, C, dtype=torch.bool, device=k.device).tril(-1)
+    # decay[t, j] = γ_{t-1} / γ_j for j < t, else 0.   (B, H, R, n, C, C)
+    decay = torch.exp((g_prev[..., :, None] - g[..., None, :]).masked_fill(~strictly_lower, float("-inf")))
+    kk = kc @ kc.transpose(-1, -2)  # (B, H, n, C, C): k_t · k_j
+    qk = qc @ kc.transpose(-1, -2)  # (B, H, n, C, C): q_t · k_j
+
+    # (I + L) w = diag(c γ_prev) K s0ᵀ − u, with L[t, j] = c_t decay[t, j] (k_t · k_j).
+    system = b[..., :, None] * decay * kk[:, :, None]
+    system = system + torch.eye(C, dtype=k.dtype, device=k.device)
+    rhs = torch.cat([(b * g_prev.exp())[..., None] * kc[:, :, None], vb[..., None]], dim=-1)
+    solved = torch.linalg.solve_triangular(system, rhs, upper=False, unitriangular=True)
+    w_state, w_const = solved[..., :r], solved[..., r]  # w = w_state s0ᵀ − w_const
+
+    # The chunk maps its initial row state affinely: s_end = s0 P + Q.
+    tail = torch.exp(g[..., -1:] - g)  # γ_C / γ_j   (B, H, R, n, C)
+    eye_r = torch.eye(r, dtype=k.dtype, device=k.device)
+    P = g[..., -1].exp()[..., None, None] * eye_r - (w_state * tail[..., None]).transpose(-1, -2) @ kc[:, :, None]
+    Q = ((tail * w_const)[..., None, :] @ kc[:, :, None]).squeeze(-2)  # (B, H, R, n, r)
+
+    starts = []
+    s = state  # (B, H, R, r): row i of S is the row-state of sequence (b, h, i)
+    for m in range(n):  # sequential over chunks only; each step is a batch of r×r products
+        starts.append(s)
+        s = (s[..., None, :] @ P[..., m, :, :]).squeeze(-2) + Q[..., m, :]
+    s_start = torch.stack(starts, dim=3)  # (B, H, R, n, r)
+
+    w = (w_state @ s_start[..., None]).squeeze(-1) - w_const  # (B, H, R, n, C)
+    from_start = torch.einsum("bhinr,bhncr->bhinc", s_start, qc)
+    within = ((decay * qk[:, :, None]) @ w[..., None]).squeeze(-1)
+    reads = g_prev.exp() * from_start - within  # (B, H, R, n, C)
+    reads = reads.permute(0, 3, 4, 1, 2).reshape(B, n * C, H, r)[:, :T]
+    return reads * valid[..., None, None].to(reads.dtype), s
+
+
+def read_only(q: Tensor, state: Tensor, valid: Tensor | None = None) -> Tensor:
+    """Reads against a fixed state (writes off, or SSW's in-call reads).
+
+    q: (B, T, H, r); state: (B, H, r, r) -> reads (B, T, H, r), zero at invalid tokens.
+    """
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    reads = torch.einsum("bhij,bthj->bthi", state.to(dtype), q.to(dtype))
+    if valid is not None:
+        reads = reads * valid[..., None, None].to(dtype)
+    return reads
+
+
+__all__ = ["delta_scan", "scan_reference", "scan_chunked", "read_only", "ScanImpl"]

@@ -1,0 +1,46 @@
+"""The Hydra entry point composes every backbone × memory and runs the attach task."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from hydra.utils import instantiate
+
+from conftest import REPO_ROOT
+from deltamem.config import DeltaMemConfig
+from deltamem.tasks import attach_report
+from test_param_counts import compose_cfg
+
+BACKBONES = ["qwen3_4b", "qwen3_8b", "smollm3_3b", "smollm2_135m", "tiny"]
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+@pytest.mark.parametrize("memory", ["tsw", "ssw", "msw"])
+def test_every_backbone_and_memory_composes(backbone, memory):
+    cfg = compose_cfg(f"backbone={backbone}", f"memory={memory}")
+    config = instantiate(cfg.memory)
+    assert isinstance(config, DeltaMemConfig) and config.write == memory
+    assert config.num_state_heads == (4 if memory == "msw" else 1)
+    spec = instantiate(cfg.backbone)
+    assert spec.name == backbone and spec.architecture["model_type"] in ("qwen3", "llama", "smollm3")
+
+
+def test_attach_task_reports_counts_on_meta_device(tmp_path):
+    cfg = compose_cfg("backbone=qwen3_4b", "memory=msw", f"paths.output_dir={tmp_path}")
+    report = attach_report(cfg, meta_device=True)
+    assert report["trainable_parameters"] == 19_465_344
+    assert len(report["wrapped_modules"]) == 72
+    assert json.loads((tmp_path / "attach_report.json").read_text())["trainable_parameters"] == 19_465_344
+
+
+def test_entry_point_runs_with_no_arguments(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "src" / "run.py"), f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "trainable 6,160" in result.stdout
+    assert (tmp_path / "attach_report.json").is_file()
