@@ -167,10 +167,10 @@ class DeltaMemLayer(nn.Module):
         return self.reads
 
     def correction(self, target: str) -> Tensor:
-        """s·B_target ρ for the current call: (B, T, out_features)."""
+        """B_target ρ for the current call, unscaled: (B, T, out_features). Scale with `config.scale`."""
         if self.reads is None:
             raise RuntimeError(f"layer {self.layer_index}: correction requested before the memory was read")
-        return F.linear(self.reads, self.correction_matrix(target)) * self.config.scale
+        return F.linear(self.reads, self.correction_matrix(target))
 
 
 def segment_means(pre: Tensor, segment_ids: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -216,8 +216,16 @@ class CorrectedLinear(nn.Module):
         return self.base_layer.weight
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.base_layer(x)
-        return out + self.memory.correction(self.target).to(out.dtype)
+        """base(x) + s·B ρ, with the add and the scale folded into the base GEMM (one addmm)."""
+        base = self.base_layer
+        correction = self.memory.correction(self.target).to(x.dtype)  # (B, T, out)
+        if base.bias is not None:
+            return base(x) + self.memory.config.scale * correction
+        out = torch.addmm(
+            correction.reshape(-1, base.out_features), x.reshape(-1, base.in_features), base.weight.t(),
+            beta=self.memory.config.scale,
+        )
+        return out.view(*x.shape[:-1], base.out_features)
 
     def extra_repr(self) -> str:
         return f"target={self.target}"

@@ -16,9 +16,9 @@ Two implementations share one public function, `delta_scan`:
 
   so within a chunk of C tokens, writing s_t = a_t s_{t-1} − w_t k_tᵀ, the scalars w solve a
   unit lower-triangular C×C system (the WY/UT trick of DeltaNet), reads are a masked
-  C×C product, and the chunk maps its initial state affinely, s ↦ s P + Q. Only the loop over
-  chunks (T/C tiny r×r products) is sequential; all decays are ratios γ_{t}/γ_j ≤ 1 computed
-  in log space, so no chunk can overflow.
+  C×C product, and the chunk maps its initial state affinely, s ↦ s P + Q. The chunk maps are
+  chained by a parallel prefix scan (⌈log2(T/C)⌉ steps of tiny r×r products); all decays are
+  ratios γ_t/γ_j ≤ 1 computed in log space, so no chunk can overflow.
 
 A GPU kernel can join as a third `impl` with the same contract.
 """
@@ -144,19 +144,34 @@ def scan_chunked(
     P = g[..., -1].exp()[..., None, None] * eye_r - (w_state * tail[..., None]).transpose(-1, -2) @ kc[:, :, None]
     Q = ((tail * w_const)[..., None, :] @ kc[:, :, None]).squeeze(-2)  # (B, H, R, n, r)
 
-    starts = []
-    s = state  # (B, H, R, r): row i of S is the row-state of sequence (b, h, i)
-    for m in range(n):  # sequential over chunks only; each step is a batch of r×r products
-        starts.append(s)
-        s = (s[..., None, :] @ P[..., m, :, :]).squeeze(-2) + Q[..., m, :]
-    s_start = torch.stack(starts, dim=3)  # (B, H, R, n, r)
+    s_start, final = _chain_chunks(state, P, Q)  # (B, H, R, n, r), (B, H, R, r)
 
     w = (w_state @ s_start[..., None]).squeeze(-1) - w_const  # (B, H, R, n, C)
     from_start = torch.einsum("bhinr,bhncr->bhinc", s_start, qc)
     within = ((decay * qk[:, :, None]) @ w[..., None]).squeeze(-1)
     reads = g_prev.exp() * from_start - within  # (B, H, R, n, C)
     reads = reads.permute(0, 3, 4, 1, 2).reshape(B, n * C, H, r)[:, :T]
-    return reads * valid[..., None, None].to(reads.dtype), s
+    return reads * valid[..., None, None].to(reads.dtype), final
+
+
+def _chain_chunks(state: Tensor, P: Tensor, Q: Tensor) -> tuple[Tensor, Tensor]:
+    """Row states at every chunk start, given each chunk's affine map s ↦ s P_m + Q_m.
+
+    state: (..., r) initial row states; P: (..., n, r, r); Q: (..., n, r).
+    Composing maps is associative, (P1, Q1) then (P2, Q2) = (P1 P2, Q1 P2 + Q2), so all prefixes
+    come from a Hillis–Steele scan in ⌈log2 n⌉ batched steps instead of n sequential ones.
+    """
+    n, r = P.shape[-3], P.shape[-1]
+    offset = 1
+    while offset < n:
+        eye = torch.eye(r, dtype=P.dtype, device=P.device).expand(*P.shape[:-3], offset, r, r)
+        P_before = torch.cat([eye, P[..., : n - offset, :, :]], dim=-3)
+        Q_before = torch.cat([Q.new_zeros(*Q.shape[:-2], offset, r), Q[..., : n - offset, :]], dim=-2)
+        P, Q = P_before @ P, (Q_before[..., None, :] @ P).squeeze(-2) + Q
+        offset *= 2
+    ends = (state[..., None, None, :] @ P).squeeze(-2) + Q  # state after each chunk
+    starts = torch.cat([state[..., None, :], ends[..., :-1, :]], dim=-2)
+    return starts, ends[..., -1, :]
 
 
 def read_only(q: Tensor, state: Tensor, valid: Tensor | None = None) -> Tensor:
