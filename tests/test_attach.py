@@ -295,3 +295,25 @@ def test_four_d_mask_is_rejected():
     wrapped = attach_memory(model, preset("tsw"))
     with pytest.raises(ValueError, match="2-D"):
         wrapped(input_ids=torch.randint(3, 250, (1, 4)), attention_mask=torch.ones(1, 1, 4, 4, dtype=torch.bool))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("variant", ["tsw", "msw", "ssw"])
+def test_fused_gpu_decode_equals_the_pytorch_path(variant, monkeypatch):
+    import deltamem.layer as layer_module
+
+    ids, mask = ids_and_left_padded_mask(B=3)
+    runs = {}
+    for fused in (True, False):
+        monkeypatch.setattr(layer_module, "decode_kernel_available", lambda fused=fused: fused)
+        model = tiny_model("qwen3").cuda()
+        wrapped = attach_memory(model, preset(variant))
+        randomise_memory(wrapped, seed=9, scale=0.2)
+        segments = torch.arange(ids.shape[1]).div(3, rounding_mode="floor").expand(3, -1).cuda()
+        with torch.no_grad():
+            out = wrapped.generate(input_ids=ids.cuda(), attention_mask=mask.cuda(), max_new_tokens=6,
+                                   do_sample=False, segment_ids=segments if variant == "ssw" else None)
+        runs[fused] = (out, {i: s.clone() for i, s in wrapped.get_state().layers.items()})
+    assert torch.equal(runs[True][0], runs[False][0])
+    for i, s in runs[False][1].items():
+        assert torch.allclose(runs[True][1][i], s, atol=1e-5, rtol=1e-4)

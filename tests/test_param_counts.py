@@ -12,8 +12,11 @@ from deltamem.backbones import build_random
 
 
 def compose_cfg(*overrides: str):
+    """The composed config; without `experiment=...` among the overrides, no experiment (not the
+    quickstart default) is applied."""
+    extra = [] if any(o.startswith("experiment=") for o in overrides) else ["~experiment"]
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+        return compose(config_name="config", overrides=[*overrides, *extra])
 
 
 @pytest.mark.parametrize(

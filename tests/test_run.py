@@ -36,11 +36,21 @@ def test_attach_task_reports_counts_on_meta_device(tmp_path):
     assert json.loads((tmp_path / "attach_report.json").read_text())["trainable_parameters"] == 19_465_344
 
 
-def test_entry_point_runs_with_no_arguments(tmp_path):
+def test_entry_point_runs_the_attach_task(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO_ROOT / "src" / "run.py"), f"hydra.run.dir={tmp_path}"],
+        [sys.executable, str(REPO_ROOT / "src" / "run.py"), "~experiment", "task=attach", f"hydra.run.dir={tmp_path}"],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "trainable 6,160" in result.stdout
     assert (tmp_path / "attach_report.json").is_file()
+
+
+def test_unknown_backbone_is_named(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "src" / "run.py"), "backbone=qwen9_99b", f"hydra.run.dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )
+    assert result.returncode != 0
+    assert "Could not find 'backbone/qwen9_99b'" in result.stderr
+    assert "qwen3_4b" in result.stderr  # the available options are listed

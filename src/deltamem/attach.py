@@ -238,7 +238,8 @@ class DeltaMemModel(nn.Module):
                 memory.state = memory.state * keep[:, None, None, None].to(memory.state.dtype)
 
     def get_state(self) -> MemoryState:
-        """A snapshot of every layer's state (references; use `.clone()` to keep it past writes)."""
+        """Every layer's state as references: later writes (the fused GPU decode step updates in
+        place) change them; `.clone()` keeps a snapshot. `set_state` always stores copies."""
         return MemoryState({i: m.state for i, m in self.memory_layers.items()})
 
     def set_state(self, state: MemoryState) -> None:
@@ -246,7 +247,8 @@ class DeltaMemModel(nn.Module):
         if missing:
             raise KeyError(f"state has no entry for memory layers {sorted(missing)}")
         for i, memory in self.memory_layers.items():
-            memory.state = state.layers[i]
+            layer_state = state.layers[i]
+            memory.state = None if layer_state is None else layer_state.clone()  # decode updates in place
             memory.reads = None
 
     def detach_state(self) -> None:

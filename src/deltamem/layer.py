@@ -13,7 +13,9 @@ optionally k_proj / v_proj) then add s·B ρ to their outputs. Reading order (ME
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +26,17 @@ from .scan import delta_scan, read_only
 
 _NORM_EPS = 1e-6  # floor of the per-head L2 norm of q̃ and k̃
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@functools.lru_cache(maxsize=1)
+def decode_kernel_available() -> bool:
+    """The fused Triton decode step can run (triton installed, CUDA present). DELTAMEM_FUSED_DECODE=0
+    turns it off (the PyTorch path is the reference)."""
+    if os.environ.get("DELTAMEM_FUSED_DECODE", "1") == "0" or not torch.cuda.is_available():
+        return False
+    from .kernels.decode_step import triton_available
+
+    return triton_available()
 
 
 class MissingSegmentsError(ValueError):
@@ -57,6 +70,7 @@ class DeltaMemLayer(nn.Module):
             self.register_parameter(f"B_{target}", nn.Parameter(torch.zeros(out_features[target], D, dtype=dtype)))
         self.state: Tensor | None = None  # (B, H, r, r), None = all zeros
         self.reads: Tensor | None = None  # (B, T, D) reads of the current forward call
+        self.last_beta: Tensor | None = None  # (B, T, H, r) write gates of the current call (regulariser)
         self.reset_parameters()
 
     # ----------------------------------------------------------------- parameters
@@ -107,6 +121,7 @@ class DeltaMemLayer(nn.Module):
     def reset_state(self) -> None:
         self.state = None
         self.reads = None
+        self.last_beta = None
 
     def current_state(self, batch_size: int, device: torch.device) -> Tensor:
         """The state as fp32 (B, H, r, r); zeros if none was written yet."""
@@ -144,8 +159,11 @@ class DeltaMemLayer(nn.Module):
         """
         B, T, _ = x.shape
         state = self.current_state(B, x.device)
+        if self._fused_decode_applies(x, write):
+            return self._fused_decode(x, state, valid, write)
         pre = self.project(x)
         q, k, v, beta = self.activate(pre)
+        self.last_beta = beta
         if not write:
             reads = read_only(q, state, valid)
         elif self.config.write == "ssw":
@@ -164,6 +182,29 @@ class DeltaMemLayer(nn.Module):
             reads, new_state = delta_scan(q, k, v, beta, valid, state, chunk_size=self.config.scan_chunk_size)
             self._store(new_state)
         self.reads = reads.reshape(B, T, -1).to(self.in_proj.dtype)
+        return self.reads
+
+    def _fused_decode_applies(self, x: Tensor, write: bool) -> bool:
+        """One token per sequence on a GPU, no autograd, fp32 state, and not an SSW segment write."""
+        return (
+            x.shape[1] == 1
+            and x.is_cuda
+            and not torch.is_grad_enabled()
+            and self.config.state_dtype_between_calls == "float32"
+            and not (write and self.config.write == "ssw")
+            and decode_kernel_available()
+        )
+
+    def _fused_decode(self, x: Tensor, state: Tensor, valid: Tensor | None, write: bool) -> Tensor:
+        """The whole decode step (projection, gates, read, in-place write) in one Triton launch."""
+        from .kernels.decode_step import memory_step_triton
+
+        state = state.contiguous()
+        reads = memory_step_triton(x[:, 0], self.in_proj, self.beta_bias, state,
+                                   None if valid is None else valid[:, 0], write, self.heads, self.rank)
+        self.state = state
+        self.last_beta = None
+        self.reads = reads[:, None].to(self.in_proj.dtype)
         return self.reads
 
     def correction(self, target: str) -> Tensor:

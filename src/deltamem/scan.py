@@ -71,10 +71,11 @@ def delta_scan(
     initial_state = initial_state.to(dtype)
     if impl == "auto":
         impl = "reference" if T <= 1 else "chunked"
-    if impl == "reference":
-        return scan_reference(q, k, v, beta, valid, initial_state)
-    if impl == "chunked":
-        return scan_chunked(q, k, v, beta, valid, initial_state, chunk_size=chunk_size)
+    with torch.autocast(k.device.type, enabled=False):  # the recurrence always runs in fp32 (or fp64)
+        if impl == "reference":
+            return scan_reference(q, k, v, beta, valid, initial_state)
+        if impl == "chunked":
+            return scan_chunked(q, k, v, beta, valid, initial_state, chunk_size=chunk_size)
     raise ValueError(f"unknown scan impl {impl!r}; expected auto, reference or chunked")
 
 
@@ -180,7 +181,8 @@ def read_only(q: Tensor, state: Tensor, valid: Tensor | None = None) -> Tensor:
     q: (B, T, H, r); state: (B, H, r, r) -> reads (B, T, H, r), zero at invalid tokens.
     """
     dtype = torch.promote_types(q.dtype, torch.float32)
-    reads = torch.einsum("bhij,bthj->bthi", state.to(dtype), q.to(dtype))
+    with torch.autocast(q.device.type, enabled=False):
+        reads = torch.einsum("bhij,bthj->bthi", state.to(dtype), q.to(dtype))
     if valid is not None:
         reads = reads * valid[..., None, None].to(dtype)
     return reads

@@ -9,13 +9,16 @@ For each batch row b (METHOD.md §3), with D = H·r and in_proj = [A_q; A_k; A_v
     S ← diag(1−β) S + diag(β)(v − S k̃) k̃ᵀ    only when writing and the row is valid
 
 `memory_step_reference` is the readable oracle; `memory_step_triton` runs the whole step
-(GEMV, activations, read and in-place write) as one kernel with one program per batch row.
+(GEMV, activations, read and in-place write) as one kernel launch on a grid (B, splits of d):
+each program projects one row over one slice of d, and the last slice to finish for a row sums
+the partials in a fixed order (deterministic) and does the rest of the step.
 Both compute in fp32 whatever the input dtypes: unlike `DeltaMemLayer.project`, x is *not*
 rounded to the parameter dtype before the projection.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -73,6 +76,13 @@ def memory_step_reference(
     return reads.reshape(B, heads * rank), new_state
 
 
+# Launch heuristics (module-level so a benchmark can tune them).
+_TILE_BUDGET = 4096  # elements per weight tile on GPU (4 tiles live at once); tuned on H100
+_PROGRAMS_PER_SM = 2  # target number of programs per SM when splitting d
+_NUM_WARPS = 4
+_INTERPRET = os.environ.get("TRITON_INTERPRET") == "1"
+_COUNTERS: dict[torch.device, Tensor] = {}  # per-device arrival counters, always left at 0
+
 if triton is not None:
 
     @triton.jit
@@ -88,34 +98,67 @@ if triton is not None:
         return tl.where(z < 0, -mag, mag)
 
     @triton.jit
+    def _finish(p_q, p_k, p_v, p_b, b, bias_ptr, stride_bias, state_ptr, valid_ptr, stride_valid, reads_ptr,
+                H: tl.constexpr, R: tl.constexpr, HP: tl.constexpr, HAS_VALID: tl.constexpr,
+                WRITE: tl.constexpr):
+        """Steps 2-4 for row b, from its projections p_* (HP, R) fp32."""
+        hh = tl.arange(0, HP)[:, None]  # (HP, 1)
+        row = hh * R + tl.arange(0, R)[None, :]  # (HP, R) index h·r + i into D
+        head_ok = hh < H
+        ok3 = head_ok[:, :, None]
+        # 2. q̃, k̃ unit per head (padded heads stay 0); β one gate per state row.
+        q = _tanh(p_q)
+        q = q / tl.maximum(tl.sqrt(tl.sum(q * q, axis=1)), 1e-6)[:, None]
+        k = _tanh(p_k)
+        k = k / tl.maximum(tl.sqrt(tl.sum(k * k, axis=1)), 1e-6)[:, None]
+        bias = tl.load(bias_ptr + row * stride_bias, mask=head_ok, other=0.0).to(tl.float32)
+        beta = tl.sigmoid(p_b + bias)  # (HP, R)
+        # 3. read before write: ρ[h, i] = Σ_j S[h, i, j] q̃[h, j]; zero for invalid rows.
+        if HAS_VALID:
+            row_ok = tl.load(valid_ptr + b * stride_valid) != 0
+        else:
+            row_ok = b >= 0
+        s_ptr = state_ptr + b * (H * R * R) + row[:, :, None] * R + tl.arange(0, R)[None, None, :]  # (HP, R, R)
+        S = tl.load(s_ptr, mask=ok3, other=0.0)
+        rho = tl.where(row_ok, tl.sum(S * q[:, None, :], axis=2), 0.0)  # (HP, R)
+        tl.store(reads_ptr + b * (H * R) + row, rho, mask=head_ok)
+        # 4. gated delta-rule write, in place, skipped for invalid rows.
+        if WRITE:
+            s_k = tl.sum(S * k[:, None, :], axis=2)  # (HP, R)
+            S_new = (1.0 - beta)[:, :, None] * S + (beta * (p_v - s_k))[:, :, None] * k[:, None, :]
+            tl.store(s_ptr, S_new, mask=ok3 & row_ok)
+
+    @triton.jit
     def _decode_step_kernel(
-        x_ptr, w_ptr, bias_ptr, state_ptr, valid_ptr, reads_ptr,
+        x_ptr, w_ptr, bias_ptr, state_ptr, valid_ptr, reads_ptr, part_ptr, count_ptr,
         stride_xb, stride_xd, stride_wr, stride_wd, stride_bias, stride_valid,
         d: tl.constexpr, H: tl.constexpr, R: tl.constexpr, HP: tl.constexpr, BLOCK_D: tl.constexpr,
+        BLOCKS_PER_PROG: tl.constexpr, N_SPLIT: tl.constexpr, N_SPLIT_P: tl.constexpr,
         HAS_VALID: tl.constexpr, WRITE: tl.constexpr,
     ):
-        """One program = one batch row b. Tiles are (HP heads, R rows, BLOCK_D columns of d).
+        """Program (b, s) projects row b over its slice s of d; the last slice to finish for a row
+        sums the N_SPLIT partials in a fixed order and runs `_finish`. Tiles: (HP, R, BLOCK_D).
 
         d is a compile-time constant (one compile per hidden size): the interpreter cannot loop
         to a runtime bound under NumPy 2 (it converts the 1-element array with int()).
         """
         b = tl.program_id(0).to(tl.int64)
+        s = tl.program_id(1)
         D: tl.constexpr = H * R
-        hh = tl.arange(0, HP)[:, None]  # (HP, 1) head index
-        ii = tl.arange(0, R)[None, :]  # (1, R) index within a head
+        hh = tl.arange(0, HP)[:, None]
         head_ok = hh < H  # (HP, 1): HP is H rounded up to a power of two
-        row = hh * R + ii  # (HP, R) row of p inside each of the 4 blocks
+        row = hh * R + tl.arange(0, R)[None, :]  # (HP, R) row of p inside each of the 4 blocks
         row3 = row[:, :, None]  # (HP, R, 1)
         ok3 = head_ok[:, :, None]
         cols = tl.arange(0, BLOCK_D)[None, None, :]  # (1, 1, BLOCK_D)
 
-        # 1. p = in_proj @ x_b, four (HP, R) accumulators, fp32 whatever the input dtype.
+        # 1. p = in_proj @ x_b over this slice of d: four (HP, R) fp32 accumulators.
         acc_q = tl.zeros((HP, R), dtype=tl.float32)
         acc_k = tl.zeros((HP, R), dtype=tl.float32)
         acc_v = tl.zeros((HP, R), dtype=tl.float32)
         acc_b = tl.zeros((HP, R), dtype=tl.float32)
-        for start in range(0, d, BLOCK_D):
-            c = start + cols
+        for blk in range(BLOCKS_PER_PROG):
+            c = (s * BLOCKS_PER_PROG + blk) * BLOCK_D + cols
             in_d = c < d
             xv = tl.load(x_ptr + b * stride_xb + c * stride_xd, mask=in_d, other=0.0).to(tl.float32)
             w = w_ptr + row3 * stride_wr + c * stride_wd  # (HP, R, BLOCK_D) pointers into A_q
@@ -125,30 +168,30 @@ if triton is not None:
             acc_v += tl.sum(tl.load(w + 2 * D * stride_wr, mask=m, other=0.0).to(tl.float32) * xv, axis=2)
             acc_b += tl.sum(tl.load(w + 3 * D * stride_wr, mask=m, other=0.0).to(tl.float32) * xv, axis=2)
 
-        # 2. activations: q̃, k̃ unit per head (padded heads stay 0), β one gate per state row.
-        q = _tanh(acc_q)
-        q = q / tl.maximum(tl.sqrt(tl.sum(q * q, axis=1)), 1e-6)[:, None]
-        k = _tanh(acc_k)
-        k = k / tl.maximum(tl.sqrt(tl.sum(k * k, axis=1)), 1e-6)[:, None]
-        bias = tl.load(bias_ptr + row * stride_bias, mask=head_ok, other=0.0).to(tl.float32)
-        beta = tl.sigmoid(acc_b + bias)  # (HP, R)
-
-        # 3. read before write: ρ[h, i] = Σ_j S[h, i, j] q̃[h, j].
-        if HAS_VALID:
-            row_ok = tl.load(valid_ptr + b * stride_valid) != 0
+        if N_SPLIT == 1:
+            _finish(acc_q, acc_k, acc_v, acc_b, b, bias_ptr, stride_bias, state_ptr, valid_ptr, stride_valid,
+                    reads_ptr, H, R, HP, HAS_VALID, WRITE)
         else:
-            row_ok = b >= 0
-        s_ptr = state_ptr + b * (H * R * R) + row3 * R + tl.arange(0, R)[None, None, :]  # (HP, R, R)
-        S = tl.load(s_ptr, mask=ok3, other=0.0)
-        rho = tl.sum(S * q[:, None, :], axis=2)  # (HP, R)
-        rho = tl.where(row_ok, rho, 0.0)
-        tl.store(reads_ptr + b * D + row, rho, mask=head_ok)
-
-        # 4. gated delta-rule write, in place, skipped for invalid rows.
-        if WRITE:
-            s_k = tl.sum(S * k[:, None, :], axis=2)  # (HP, R)
-            S_new = (1.0 - beta)[:, :, None] * S + (beta * (acc_v - s_k))[:, :, None] * k[:, None, :]
-            tl.store(s_ptr, S_new, mask=ok3 & row_ok)
+            # Partials to part[b, s, 4, D]; the CTA barrier + acq_rel ticket publish them (the
+            # CUTLASS split-K semaphore pattern), and the last arrival resets the counter to 0.
+            part = part_ptr + (b * N_SPLIT + s) * (4 * D) + row
+            tl.store(part, acc_q, mask=head_ok)
+            tl.store(part + D, acc_k, mask=head_ok)
+            tl.store(part + 2 * D, acc_v, mask=head_ok)
+            tl.store(part + 3 * D, acc_b, mask=head_ok)
+            tl.debug_barrier()
+            ticket = tl.atomic_add(count_ptr + b, 1, sem="acq_rel", scope="gpu")
+            if ticket == N_SPLIT - 1:
+                sp = tl.arange(0, N_SPLIT_P)[:, None, None]  # (N_SPLIT_P, 1, 1)
+                src = part_ptr + (b * N_SPLIT + sp) * (4 * D) + row[None, :, :]
+                m = (sp < N_SPLIT) & head_ok[None, :, :]
+                p_q = tl.sum(tl.load(src, mask=m, other=0.0, cache_modifier=".cg"), axis=0)
+                p_k = tl.sum(tl.load(src + D, mask=m, other=0.0, cache_modifier=".cg"), axis=0)
+                p_v = tl.sum(tl.load(src + 2 * D, mask=m, other=0.0, cache_modifier=".cg"), axis=0)
+                p_b = tl.sum(tl.load(src + 3 * D, mask=m, other=0.0, cache_modifier=".cg"), axis=0)
+                tl.atomic_xchg(count_ptr + b, 0)
+                _finish(p_q, p_k, p_v, p_b, b, bias_ptr, stride_bias, state_ptr, valid_ptr, stride_valid,
+                        reads_ptr, H, R, HP, HAS_VALID, WRITE)
 
 
 def memory_step_triton(
@@ -160,12 +203,17 @@ def memory_step_triton(
     write: bool,
     heads: int,
     rank: int,
+    *,
+    num_splits: int | None = None,
 ) -> Tensor:
     """Fused decode step: one kernel launch, state updated in place.
 
     x: (B, d) fp32/bf16/fp16, any strides; in_proj: (4D, d); beta_bias: (D,);
     state: (B, H, r, r) contiguous fp32, overwritten with the new state when `write`;
     valid: (B,) bool or None. r must be a power of two. Returns reads (B, D) fp32.
+    num_splits: slices of d per row (grid B × num_splits); None picks one from the SM count
+    (always 1 under the interpreter). Results do not depend on it beyond fp32 rounding.
+    Not safe to run concurrently on two streams of one device (shared arrival counters).
     """
     if triton is None:
         raise RuntimeError("memory_step_triton needs triton (pip install triton)")
@@ -186,19 +234,49 @@ def memory_step_triton(
         if valid.shape != (B,):
             raise ValueError(f"valid must be ({B},), got {tuple(valid.shape)}")
         valid = valid.view(torch.uint8) if valid.dtype == torch.bool else valid  # zero-copy
-    bias = beta_bias.reshape(D)
-    hp = triton.next_power_of_2(heads)
-    # Register budget on GPU: ~2K elements per weight tile; the interpreter prefers big numpy tiles.
-    budget = 65536 if os.environ.get("TRITON_INTERPRET") == "1" else 2048
-    block_d = max(16, min(triton.next_power_of_2(d), budget // (hp * rank)))
-    _decode_step_kernel[(B,)](
-        x, in_proj, bias, state, valid if valid is not None else reads, reads,
-        x.stride(0), x.stride(1), in_proj.stride(0), in_proj.stride(1), bias.stride(0),
-        valid.stride(0) if valid is not None else 0,
-        d=d, H=heads, R=rank, HP=hp, BLOCK_D=block_d, HAS_VALID=valid is not None, WRITE=bool(write),
-        num_warps=4,
+    bias = beta_bias if beta_bias.dim() == 1 else beta_bias.reshape(D)
+    hp, block_d, per_prog, n_split, n_split_p = _plan(
+        B, d, heads, rank, num_splits, x.device, _TILE_BUDGET, _PROGRAMS_PER_SM)
+    counters = parts = reads  # placeholders, unused when n_split == 1
+    if n_split > 1:
+        counters = _COUNTERS.get(x.device)
+        if counters is None or counters.numel() < B:
+            counters = _COUNTERS[x.device] = torch.zeros(max(B, 256), dtype=torch.int32, device=x.device)
+        parts = torch.empty(B * n_split * 4 * D, dtype=torch.float32, device=x.device)  # (B, n_split, 4, D)
+    sx, sw = x.stride(), in_proj.stride()
+    _decode_step_kernel[(B, n_split)](
+        x, in_proj, bias, state, valid if valid is not None else reads, reads, parts, counters,
+        sx[0], sx[1], sw[0], sw[1], bias.stride(0), valid.stride(0) if valid is not None else 0,
+        d=d, H=heads, R=rank, HP=hp, BLOCK_D=block_d, BLOCKS_PER_PROG=per_prog, N_SPLIT=n_split,
+        N_SPLIT_P=n_split_p, HAS_VALID=valid is not None, WRITE=bool(write), num_warps=_NUM_WARPS,
     )
     return reads
+
+
+def _pow2_at_least(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(B: int, d: int, heads: int, rank: int, num_splits: int | None, device: torch.device,
+          tile_budget: int, programs_per_sm: int) -> tuple[int, int, int, int, int]:
+    """Launch shape, cached (triton's own helpers cost µs per call): returns
+    (HP, BLOCK_D, BLOCKS_PER_PROG, N_SPLIT, N_SPLIT_P)."""
+    hp = _pow2_at_least(heads)
+    budget = 65536 if _INTERPRET else tile_budget  # the interpreter prefers big numpy tiles
+    block_d = max(16, min(_pow2_at_least(d), budget // (hp * rank)))
+    if num_splits is not None and num_splits > 1:  # small enough blocks for the split asked for
+        block_d = max(16, min(block_d, 1 << (-(-d // num_splits)).bit_length() - 1))
+    n_blocks = -(-d // block_d)
+    if num_splits is None:
+        if _INTERPRET or device.type != "cuda":
+            num_splits = 1
+        else:  # about programs_per_sm programs per SM; powers of two keep compiles few
+            sms = torch.cuda.get_device_properties(device).multi_processor_count
+            num_splits = max(1, _pow2_at_least(programs_per_sm * sms) // _pow2_at_least(B))
+    per_prog = -(-n_blocks // max(1, min(num_splits, n_blocks)))
+    n_split = -(-n_blocks // per_prog)
+    return hp, block_d, per_prog, n_split, _pow2_at_least(n_split)
 
 
 __all__ = ["memory_step_reference", "memory_step_triton", "triton_available"]

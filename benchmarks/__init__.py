@@ -1,0 +1,1 @@
+"""Speed and memory benchmarks of δ-mem against the frozen backbone and PEFT LoRA (see README.md)."""

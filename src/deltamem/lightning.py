@@ -1,0 +1,198 @@
+"""Episode training with Lightning: the DataModule and the LightningModule of METHOD.md §6.
+
+One step: reset the state → write pass over the history (writes on, gradients flow through the
+final state, no KV cache) → read pass over [system + question + answer] with writes off →
+cross-entropy on the answer's template tokens + 0.01·(mean β over read tokens − 0.05)².
+Only δ-mem parameters reach the optimiser; the backbone stays frozen and in eval mode.
+Checkpoints hold the adapter (not the backbone), the optimiser and the schedule, so a stopped
+run resumes exactly where it was.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .attach import DeltaMemModel
+from .episodes import IGNORE_INDEX, Episode, EpisodeBuilder, collate_episodes
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: tuple[float, float] = (0.9, 0.999)
+    warmup_ratio: float = 0.1
+    min_lr_ratio: float = 0.0
+
+
+class EpisodeDataset(Dataset):
+    """Records ({"messages": ...}) → tokenised `Episode`s, built lazily and cached."""
+
+    def __init__(self, records: Sequence[dict], builder: EpisodeBuilder):
+        self.records, self.builder = records, builder
+        self._cache: dict[int, Episode] = {}
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Episode:
+        if index not in self._cache:
+            record = self.records[index]
+            try:
+                self._cache[index] = self.builder.build(record["messages"])
+            except ValueError as error:
+                raise type(error)(f"episode {record.get('id', index)}: {error}") from error
+        return self._cache[index]
+
+
+class ResumableSampler(Sampler[int]):
+    """A seeded shuffle per epoch that starts where the (restored) training loop stands.
+
+    `position()` is asked when iteration starts — after Lightning has restored a checkpoint — and
+    returns (epoch, samples already consumed in that epoch), so a resumed run sees exactly the
+    batches an uninterrupted run would have seen next.
+    """
+
+    def __init__(self, size: int, seed: int, position: Callable[[], tuple[int, int]] | None = None):
+        self.size, self.seed, self.position = size, seed, position
+        self._skip = 0
+
+    def __iter__(self) -> Iterator[int]:
+        epoch, self._skip = self.position() if self.position else (0, 0)
+        order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
+        return iter(order[self._skip:])
+
+    def __len__(self) -> int:
+        return self.size
+
+
+class EpisodeDataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        train_records: Sequence[dict],
+        builder: EpisodeBuilder,
+        batch_size: int = 1,
+        segment_unit: str = "message",
+        seed: int = 0,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        self.dataset = EpisodeDataset(train_records, builder)
+        self.batch_size, self.segment_unit, self.seed, self.num_workers = batch_size, segment_unit, seed, num_workers
+        pad = builder.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else builder.tokenizer.eos_token_id
+        self.sampler = ResumableSampler(len(self.dataset), seed, self._loop_position)
+
+    def _loop_position(self) -> tuple[int, int]:
+        """(epoch, samples consumed) of the fit loop; read when an epoch's iteration starts."""
+        if self.trainer is None:
+            return 0, 0
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        return self.trainer.current_epoch, done * self.batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            sampler=self.sampler,
+            collate_fn=lambda episodes: collate_episodes(episodes, self.pad_id, self.segment_unit),
+            num_workers=self.num_workers,
+        )
+
+
+class DeltaMemLightning(L.LightningModule):
+    def __init__(
+        self,
+        model: DeltaMemModel,
+        optim: OptimConfig | None = None,
+        sparsity_weight: float = 0.01,
+        sparsity_target: float = 0.05,
+    ):
+        super().__init__()
+        self.model = model
+        self.optim = optim or OptimConfig()
+        self.sparsity_weight, self.sparsity_target = sparsity_weight, sparsity_target
+        self.strict_loading = False  # checkpoints hold only the memory parameters
+
+    # ----------------------------------------------------------------- the step
+    def episode_loss(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        model = self.model
+        model.reset_state()
+        if batch["write_input_ids"].shape[1] > 0:
+            segments = batch["write_segment_ids"] if model.memory_config.write == "ssw" else None
+            model.write_history(batch["write_input_ids"], batch["write_attention_mask"], segments)
+        written = torch.stack([m.current_state(batch["read_input_ids"].shape[0], self.device).flatten(1).norm(dim=1)
+                               for m in model.memory_layers.values()]).mean()
+        out = model(input_ids=batch["read_input_ids"], attention_mask=batch["read_attention_mask"], write=False,
+                    use_cache=False)
+        logits = out.logits[:, :-1].float()
+        labels = batch["labels"][:, 1:]
+        ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
+        beta_mean = self._read_beta_mean(batch["read_attention_mask"])
+        sparsity = (beta_mean - self.sparsity_target) ** 2
+        return {"loss": ce + self.sparsity_weight * sparsity, "ce": ce, "sparsity": sparsity,
+                "beta_mean": beta_mean, "state_norm": written}
+
+    def _read_beta_mean(self, mask: Tensor) -> Tensor:
+        """Mean β over valid read tokens, gates and layers (the release divided by tokens only)."""
+        valid = mask.bool()
+        total, count = 0.0, 0
+        for memory in self.model.memory_layers.values():
+            beta = memory.last_beta  # (B, T, H, r)
+            total = total + (beta * valid[..., None, None]).sum()
+            count += int(valid.sum()) * beta.shape[-1] * beta.shape[-2]
+        return total / max(count, 1)
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        parts = self.episode_loss(batch)
+        batch_size = batch["read_input_ids"].shape[0]
+        self.log_dict({f"train/{k}": v.detach() for k, v in parts.items()}, prog_bar=False, batch_size=batch_size)
+        self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)
+        self.log("loss", parts["loss"].detach(), prog_bar=True, logger=False, batch_size=batch_size)
+        return parts["loss"]
+
+    # ----------------------------------------------------------------- optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        params = [p for _, p in self.model.memory_parameters()]
+        optimizer = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay,
+                                      betas=tuple(self.optim.betas))
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(round(self.optim.warmup_ratio * total))
+        floor = self.optim.min_lr_ratio
+
+        def schedule(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            progress = (step - warmup) / max(1, total - warmup)
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def train(self, mode: bool = True) -> "DeltaMemLightning":
+        super().train(mode)
+        self.model.train(mode)  # the backbone stays in eval mode whatever Lightning asks
+        return self
+
+    # ----------------------------------------------------------------- checkpoints = adapter only
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["state_dict"] = {f"model.{k}": v.detach().cpu() for k, v in self._memory_state().items()}
+        checkpoint["deltamem_config"] = self.model.memory_config.to_dict()
+
+    def _memory_state(self) -> dict[str, Tensor]:
+        keep = {id(p) for _, p in self.model.memory_parameters()}
+        return {k: v for k, v in self.model.state_dict(keep_vars=True).items() if id(v) in keep}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        expected = {f"model.{k}" for k in self._memory_state()}
+        missing = sorted(expected - set(checkpoint["state_dict"]))
+        if missing:
+            raise KeyError(f"checkpoint lacks memory tensor '{missing[0]}'")

@@ -1,0 +1,143 @@
+"""`task=train`: train δ-mem on episodes with Lightning, export the adapter in both formats.
+
+The run directory (Hydra's output dir) is the source of truth: `config.yaml` (resolved),
+`run_info.json` (git SHA, package versions, parameter counts), `metrics.jsonl`, `checkpoints/`
+(adapter + optimiser state; `last.ckpt` is picked up again when the same run dir is reused),
+`adapter/` (ours) and `adapter_release/` (the public release's format).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .adapters import save_adapter, save_release_adapter
+from .attach import DeltaMemModel, attach_memory
+from .backbones import BackboneSpec, LoadedBackbone, load_backbone
+from .episodes import EpisodeBuilder
+from .lightning import DeltaMemLightning, EpisodeDataModule, OptimConfig
+
+
+class MetricsJsonl(L.Callback):
+    """Appends the logged training metrics after every batch (one JSON line; `step` counts optimiser steps)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        if not trainer.is_global_zero:
+            return
+        row = {"step": trainer.global_step, "epoch": trainer.current_epoch, "time": time.time()}
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+def accumulation_steps(global_batch_size: int, per_device_batch_size: int, world_size: int) -> int:
+    """Gradient accumulation that makes per-device batch × devices × accumulation = the global batch."""
+    per_step = per_device_batch_size * world_size
+    if global_batch_size % per_step:
+        raise ValueError(
+            f"global_batch_size={global_batch_size} is not divisible by batch_size={per_device_batch_size} × "
+            f"{world_size} device(s)"
+        )
+    return global_batch_size // per_step
+
+
+def run_info(loaded: LoadedBackbone, model: DeltaMemModel) -> dict[str, Any]:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        sha = None
+    import transformers
+
+    summary = model.parameter_summary()
+    return {
+        "git_sha": sha,
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "lightning": L.__version__,
+        "backbone": loaded.spec.name,
+        "loaded_from": loaded.loaded_from,
+        "trainable_parameters": summary.trainable,
+        "frozen_parameters": summary.frozen,
+    }
+
+
+def build_model(cfg: DictConfig) -> tuple[LoadedBackbone, DeltaMemModel]:
+    spec: BackboneSpec = instantiate(cfg.backbone)
+    loaded = load_backbone(spec)
+    if loaded.tokenizer is None:
+        raise ValueError(f"backbone {spec.name} has no tokenizer; training needs one (set backbone.tokenizer)")
+    model = attach_memory(loaded.model, instantiate(cfg.memory))
+    return loaded, model
+
+
+def train(
+    cfg: DictConfig,
+    loaded: LoadedBackbone | None = None,
+    model: DeltaMemModel | None = None,
+    callbacks: list[L.Callback] | None = None,
+) -> dict:
+    """Fit the memory on `cfg.train_data`; returns a summary (final loss, adapter paths, timings).
+    `loaded`/`model` reuse an already built backbone; `callbacks` are added to the trainer's."""
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen backbone
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if loaded is None or model is None:
+        loaded, model = build_model(cfg)
+    t = cfg.training
+    builder = EpisodeBuilder(loaded.tokenizer, t.max_write_length, t.max_length,
+                             dict(loaded.spec.chat_template_kwargs), t.write_overflow)
+    records = instantiate(cfg.train_data)
+    data = EpisodeDataModule(records, builder, t.batch_size, model.memory_config.segment_unit, cfg.seed)
+    module = DeltaMemLightning(model, OptimConfig(**t.optim), t.sparsity_weight, t.sparsity_target)
+
+    world = int(os.environ.get("WORLD_SIZE", 1)) if cfg.trainer.get("devices", 1) in ("auto", -1) else int(
+        cfg.trainer.get("devices", 1) or 1) * int(cfg.trainer.get("num_nodes", 1) or 1)
+    accumulate = accumulation_steps(t.global_batch_size, t.batch_size, world)
+    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    checkpoint_dir = run_dir / "checkpoints"
+    callbacks = [
+        *(callbacks or []),
+        L.pytorch.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, every_n_train_steps=t.checkpoint_every,
+                                            save_top_k=0),
+        MetricsJsonl(run_dir / "metrics.jsonl"),
+    ]
+    if t.progress_bar == "rich":
+        callbacks.append(L.pytorch.callbacks.RichProgressBar(leave=True))
+    trainer: L.Trainer = instantiate(cfg.trainer, accumulate_grad_batches=accumulate, logger=loggers or False,
+                                     callbacks=callbacks, default_root_dir=str(run_dir))
+    if trainer.is_global_zero:
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        (run_dir / "run_info.json").write_text(json.dumps(run_info(loaded, model), indent=2) + "\n")
+        for logger in loggers:
+            logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **run_info(loaded, model)})
+    resume = checkpoint_dir / "last.ckpt"
+    start = time.perf_counter()
+    trainer.fit(module, datamodule=data, ckpt_path=str(resume) if t.resume and resume.is_file() else None)
+    seconds = time.perf_counter() - start
+    result = {"seconds": seconds, "steps": trainer.global_step,
+              "final_loss": float(trainer.callback_metrics.get("train/loss", float("nan")))}
+    if trainer.is_global_zero:
+        result["adapter"] = str(save_adapter(model, run_dir / "adapter"))
+        result["adapter_release"] = str(save_release_adapter(model, run_dir / "adapter_release"))
+        (run_dir / "train_result.json").write_text(json.dumps(result, indent=2) + "\n")
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger":
+            logger.experiment.finish()  # one W&B run per multirun job
+    return result

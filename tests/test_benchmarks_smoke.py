@@ -1,0 +1,96 @@
+"""CPU smoke test of benchmarks/: every script's main() on the tiny backbone, tiny sizes, one rep."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+from benchmarks import common, decode, prefill, scan, train_step  # noqa: E402
+
+QUICK = ["--backbone", "tiny", "--reps", "1", "--warmup", "0"]
+
+
+def check_results(results: dict, benchmark: str, variants: set[str], ratios: set[str],
+                  unchecked: frozenset[str] = frozenset()) -> None:
+    assert results["benchmark"] == benchmark
+    env = results["env"]
+    for key in ("device_name", "torch", "transformers", "date", "command"):
+        assert env[key], key
+    assert env["command"][0] == f"benchmarks/{benchmark}.py"
+    assert results["cases"]
+    for item in results["cases"]:
+        assert set(item["variants"]) == variants
+        for name, stats in item["variants"].items():
+            assert stats["status"] == "ok", name
+            assert stats["median_s"] > 0 and len(stats["samples_s"]) == 1, name
+            assert stats["tokens_per_s"] > 0, name
+            assert stats["peak_mb"] is None  # CPU: no peak memory
+            assert stats["checked"] == (name not in unchecked), name  # δ-mem runs are always verified
+        assert set(item["time_ratios"]) == ratios
+        assert all(value is not None and value > 0 for value in item["time_ratios"].values())
+
+
+def test_prefill(tmp_path):
+    out = tmp_path / "prefill.json"
+    results = prefill.main([*QUICK, "--lengths", "32", "--json", str(out)])
+    check_results(results, "prefill", {"frozen", "deltamem"}, {"deltamem/frozen"}, frozenset({"frozen"}))
+    assert results["memory_written"] is True
+    assert results["forward_kwargs"] == {"use_cache": False, "logits_to_keep": 1}
+    saved = json.loads(out.read_text())
+    assert saved["cases"][0]["variants"]["deltamem"] == results["cases"][0]["variants"]["deltamem"]
+
+
+def test_prefill_ssw_writes_segments():
+    results = prefill.main([*QUICK, "--memory", "ssw", "--lengths", "24", "--ssw-segment", "8"])
+    assert results["memory"]["write"] == "ssw" and results["memory_written"] is True
+
+
+def test_decode():
+    results = decode.main([*QUICK, "--prompts", "16", "--batch", "2", "--new-tokens", "4"])
+    variants = {"frozen_decode", "deltamem_decode", "frozen_generate", "deltamem_generate"}
+    ratios = {"deltamem_decode/frozen_decode", "deltamem_generate/frozen_generate"}
+    check_results(results, "decode", variants, ratios, frozenset({"frozen_decode"}))
+    assert results["memory_written"] == {"deltamem_decode": True, "deltamem_generate": True}
+    assert results["cases"][0]["variants"]["frozen_decode"]["tokens"] == 2 * 4
+
+
+def test_train_step():
+    results = train_step.main([*QUICK, "--write", "32", "--read", "8"])
+    check_results(results, "train_step", {"frozen", "lora", "deltamem"},
+                  {"deltamem/frozen", "lora/frozen", "deltamem/lora"})
+    assert results["memory_written"] is True
+    counts = results["trainable_parameters"]
+    assert counts["deltamem"] > 0 and counts["lora"] == 2 * 2 * 8 * (64 + 64)  # 2 layers, q and o: r(d_in + d_out)
+
+
+def test_scan():
+    results = scan.main([*QUICK, "--lengths", "64", "--heads", "1,4", "--chunk-size", "16"])
+    variants = {"chunked_fwd", "chunked_fwd_bwd", "reference_fwd", "reference_fwd_bwd"}
+    ratios = {"chunked_fwd_bwd/chunked_fwd", "reference_fwd/chunked_fwd", "reference_fwd_bwd/chunked_fwd_bwd"}
+    check_results(results, "scan", variants, ratios)
+    assert [c["params"]["heads"] for c in results["cases"]] == [1, 4]
+    assert results["cases"][0]["params"]["chunk"] == 16
+
+
+def test_twins_share_weights_and_memory_check_catches_unwritten_state():
+    args = prefill.parse(QUICK)
+    setup = common.load_setup(args)
+    wrapped = common.with_memory(setup)
+    assert {id(p) for p in setup.model.parameters()} <= {id(p) for p in wrapped.parameters()}
+    assert type(setup.model.model.layers[0].self_attn.q_proj) is torch.nn.Linear  # the backbone stays plain
+    with pytest.raises(AssertionError, match="state is None"):
+        common.assert_memory_written(wrapped)
+    for memory in wrapped.memory_layers.values():
+        memory.state = torch.zeros(1, 1, 8, 8)
+    with pytest.raises(AssertionError, match="all zeros"):
+        common.assert_memory_written(wrapped)
+    with torch.no_grad():
+        wrapped(input_ids=torch.tensor([[5, 6, 7, 8]]))
+    common.assert_memory_written(wrapped)

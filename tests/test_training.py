@@ -1,0 +1,166 @@
+"""Training with Lightning: every experiment takes a step, runs resume exactly, W&B offline logs,
+episodes are built as METHOD.md §6 says, and bad input fails with one line naming the problem."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO_ROOT
+from deltamem.episodes import IGNORE_INDEX, EpisodeBuilder, EpisodeError, collate_episodes
+from deltamem.tiny_tokenizer import build_tiny_tokenizer
+from deltamem.train import accumulation_steps, train
+from test_param_counts import compose_cfg
+
+EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml"))
+QASPER_FIXTURE = REPO_ROOT / "tests" / "fixtures" / "qasper_mini.json"
+TINY_OVERRIDES = [  # shrink any backbone to a CPU-sized random model with the local tokenizer
+    "backbone.random_init=true", "backbone.device=cpu", "backbone.dtype=float32", "backbone.tokenizer=local_bpe",
+    "backbone.architecture.hidden_size=64", "backbone.architecture.intermediate_size=96",
+    "backbone.architecture.num_hidden_layers=2", "backbone.architecture.num_attention_heads=4",
+    "backbone.architecture.num_key_value_heads=2", "++backbone.architecture.head_dim=16",
+    "backbone.architecture.vocab_size=1024", "++backbone.special_token_ids={pad: 0, bos: 0, eos: 2}",
+    "trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.enable_progress_bar=false",
+    "training.progress_bar=none", "training.max_write_length=128", "training.max_length=48",
+    "training.batch_size=1", "training.global_batch_size=2", "logger=none",
+]
+
+
+def tiny_training_cfg(tmp_path: Path, *overrides: str):
+    return compose_cfg(*TINY_OVERRIDES, f"paths.output_dir={tmp_path}", *overrides)
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_and_takes_a_step(tmp_path, experiment):
+    data = ["train_data=synthetic", "train_data.num_episodes=4"] if experiment == "quickstart" else [
+        f"train_data.source={QASPER_FIXTURE}"]
+    cfg = tiny_training_cfg(tmp_path, f"experiment={experiment}", *data, "trainer.max_steps=1")
+    assert cfg.experiment_name == experiment
+    if experiment != "quickstart":  # the paper's recipe
+        assert cfg.training.optim.lr == 2e-4 and cfg.trainer.gradient_clip_val == 1.0
+        assert cfg.training.optim.warmup_ratio == 0.1
+        assert cfg.training.sparsity_weight == (0.0 if experiment.endswith("smollm3") else 0.01)
+    result = train(cfg)
+    assert result["steps"] == 1 and result["final_loss"] == result["final_loss"]  # a number, not NaN
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "adapter_release" / "delta_mem_adapter.pt").is_file()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {"train/loss", "train/ce", "train/beta_mean", "train/state_norm", "train/lr"} <= set(rows[-1])
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["trainable_parameters"] > 0 and info["frozen_parameters"] > info["trainable_parameters"]
+
+
+class SimulatedCrash(RuntimeError):
+    pass
+
+
+class CrashAfter(L.Callback):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            raise SimulatedCrash(f"killed at step {self.step}")
+
+
+def test_resumed_run_ends_with_the_same_adapter(tmp_path):
+    overrides = ["~experiment", "train_data.num_episodes=12", "training.global_batch_size=2",
+                 "training.checkpoint_every=1", "training.optim.lr=5e-3", "trainer.max_epochs=1"]
+    straight = train(tiny_training_cfg(tmp_path / "straight", *overrides))
+    assert straight["steps"] == 6
+    crashed_dir = tmp_path / "crashed"
+    with pytest.raises(SimulatedCrash):
+        train(tiny_training_cfg(crashed_dir, *overrides), callbacks=[CrashAfter(4)])
+    assert (crashed_dir / "checkpoints" / "last.ckpt").is_file()
+    assert not (crashed_dir / "adapter").exists()
+    resumed = train(tiny_training_cfg(crashed_dir, *overrides))
+    assert resumed["steps"] == 6
+    a = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
+    b = load_file(crashed_dir / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6), key
+    assert not torch.allclose(a["layers.0.B_o"], torch.zeros_like(a["layers.0.B_o"]))
+    checkpoint = torch.load(crashed_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert all(k.startswith("model.") and "delta_mem" in k for k in checkpoint["state_dict"])  # adapter only
+
+
+def test_wandb_offline_writes_a_run_with_our_metric_names(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    cfg = tiny_training_cfg(tmp_path, "~experiment", "logger=wandb", "logger.wandb.offline=true",
+                            "train_data.num_episodes=4", "trainer.max_steps=2")
+    train(cfg)
+    runs = list((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    blob = b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())
+    for name in (b"train/loss", b"train/beta_mean", b"train/state_norm", b"trainable_parameters"):
+        assert name in blob, name
+
+
+# ---------------------------------------------------------------------- episodes
+CHAT = [
+    {"role": "system", "content": "you are a memory."},
+    {"role": "user", "content": "alice lives in paris. bob is a pilot!"},
+    {"role": "assistant", "content": "okay."},
+    {"role": "user", "content": "hello"},
+    {"role": "user", "content": "thanks"},  # consecutive same-role messages are merged
+    {"role": "assistant", "content": "sure"},
+    {"role": "user", "content": "where does alice live?"},
+    {"role": "assistant", "content": "paris"},
+]
+
+
+def test_episode_parts_segments_and_labels():
+    tokenizer = build_tiny_tokenizer()
+    episode = EpisodeBuilder(tokenizer, max_write_length=512, max_length=64).build(CHAT)
+    write_text = tokenizer.decode(episode.write_ids)
+    assert "alice lives in paris" in write_text and "where does alice live" not in write_text
+    read_text = tokenizer.decode(episode.read_ids)
+    assert "where does alice live" in read_text and "pilot" not in read_text  # history not visible
+    labelled = tokenizer.decode([t for t, y in zip(episode.read_ids, episode.labels) if y != IGNORE_INDEX])
+    assert labelled == "<|im_start|>assistant\nparis<|im_end|>"  # role header through end of turn
+    messages = episode.message_ids.tolist()
+    assert messages[0] == -1 and sorted(set(messages)) == [-1, 0, 1, 2, 3]  # system -1, 4 messages
+    sentences = episode.sentence_ids.tolist()
+    bob = [s for t, s in zip(episode.write_ids.tolist(), sentences) if tokenizer.decode([t]).strip() == "bob"]
+    assert bob == [1]  # second sentence of the first user message
+    assert max(sentences) == 4
+
+
+def test_tail_truncation_and_overflow_error():
+    tokenizer = build_tiny_tokenizer()
+    full = EpisodeBuilder(tokenizer, 512, 64).build(CHAT)
+    cut = EpisodeBuilder(tokenizer, 20, 64).build(CHAT)
+    assert cut.truncated_write and torch.equal(cut.write_ids, full.write_ids[-20:])
+    with pytest.raises(EpisodeError, match="more than max_write_length=20"):
+        EpisodeBuilder(tokenizer, 20, 64, write_overflow="error").build(CHAT)
+
+
+def test_collation_pads_write_and_read_separately():
+    tokenizer = build_tiny_tokenizer()
+    builder = EpisodeBuilder(tokenizer, 512, 64)
+    short = CHAT[:1] + CHAT[-2:]  # no history at all
+    batch = collate_episodes([builder.build(CHAT), builder.build(short)], tokenizer.pad_token_id)
+    assert batch["write_input_ids"].shape[0] == 2 and batch["write_attention_mask"][1].sum() == 0
+    assert batch["read_input_ids"].shape == batch["labels"].shape
+    assert (batch["labels"][batch["read_attention_mask"] == 0] == IGNORE_INDEX).all()
+
+
+def test_bad_episodes_are_one_line_errors():
+    builder = EpisodeBuilder(build_tiny_tokenizer(), 512, 64)
+    with pytest.raises(EpisodeError, match="must end with a user question followed by the assistant"):
+        builder.build(CHAT[:-1])
+    with pytest.raises(EpisodeError, match="without role/content"):
+        builder.build([{"role": "user"}, {"role": "assistant", "content": "x"}])
+
+
+def test_global_batch_arithmetic():
+    assert accumulation_steps(32, 1, 8) == 4 and accumulation_steps(32, 4, 1) == 8
+    with pytest.raises(ValueError, match="not divisible"):
+        accumulation_steps(32, 3, 1)
