@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import copy
 import inspect
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +40,13 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], help="override backbone.dtype")
     parser.add_argument("--device", help="override backbone.device (cpu, cuda, cuda:1, auto)")
     parser.add_argument("--memory", choices=["tsw", "ssw", "msw"], default="tsw", help="conf/memory group")
-    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                        help="extra Hydra override, e.g. memory.scan_chunk_size=128 (repeatable)")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra Hydra override, e.g. memory.scan_chunk_size=128 (repeatable)",
+    )
     parser.add_argument("--reps", type=int, default=5, help="timed repetitions per variant (interleaved)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds over all variants first")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random token ids")
@@ -82,12 +89,19 @@ def load_setup(args: argparse.Namespace) -> Setup:
         torch.set_num_threads(args.threads)
     spec, memory_config = compose_config(args)
     device = spec.resolved_device()
+    start = time.perf_counter()
+    print(
+        f"[bench] building {spec.name} ({'random init' if spec.random_init else 'pretrained'}) on {device}",
+        file=sys.stderr,
+        flush=True,
+    )
     if spec.random_init:
         model, origin = build_random(spec, device).eval(), "random_init"
         model.requires_grad_(False)
     else:
         loaded = load_backbone(spec)
         model, origin = loaded.model, loaded.loaded_from
+    print(f"[bench] built in {time.perf_counter() - start:.1f}s", file=sys.stderr, flush=True)
     return Setup(spec, memory_config, model, device, origin)
 
 
@@ -124,8 +138,9 @@ def assert_memory_written(model: DeltaMemModel) -> None:
             raise AssertionError(f"δ-mem layer {index}: state is all zeros (nothing was written)")
 
 
-def segment_kwargs(config: DeltaMemConfig, batch: int, length: int, segment: int,
-                   device: torch.device) -> dict[str, torch.Tensor]:
+def segment_kwargs(
+    config: DeltaMemConfig, batch: int, length: int, segment: int, device: torch.device
+) -> dict[str, torch.Tensor]:
     """`segment_ids` for SSW writes (consecutive segments of `segment` tokens); empty otherwise."""
     if config.write != "ssw":
         return {}

@@ -98,8 +98,15 @@ def main(argv: list[str] | None = None) -> dict:
 
             def generate(model: Any, ids: torch.Tensor = ids, **extra: Any) -> torch.Tensor:
                 mask = torch.ones_like(ids)
-                return model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n_new,
-                                      min_new_tokens=n_new, do_sample=False, pad_token_id=pad, **extra)
+                return model.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=n_new,
+                    min_new_tokens=n_new,
+                    do_sample=False,
+                    pad_token_id=pad,
+                    **extra,
+                )
 
             def check_generated(out: torch.Tensor, length: int = length, memory: bool = False) -> None:
                 if out.shape[1] != length + n_new:
@@ -111,21 +118,38 @@ def main(argv: list[str] | None = None) -> dict:
             variants = []
             if "decode" in modes:
                 variants += [
-                    Variant("frozen_decode", lambda p, d=plain: d.steps(p, n_new),
-                            setup=lambda d=plain, ids=ids: d.prefill(ids), tokens=tokens),
-                    Variant("deltamem_decode", lambda p, d=memory: d.steps(p, n_new), setup=memory_prefill,
-                            check=lambda _: assert_memory_written(wrapped), tokens=tokens),
+                    Variant(
+                        "frozen_decode",
+                        lambda p, d=plain: d.steps(p, n_new),
+                        setup=lambda d=plain, ids=ids: d.prefill(ids),
+                        tokens=tokens,
+                    ),
+                    Variant(
+                        "deltamem_decode",
+                        lambda p, d=memory: d.steps(p, n_new),
+                        setup=memory_prefill,
+                        check=lambda _: assert_memory_written(wrapped),
+                        tokens=tokens,
+                    ),
                 ]
             if "generate" in modes:
                 variants += [
                     Variant("frozen_generate", lambda _: generate(frozen), check=check_generated, tokens=tokens),
-                    Variant("deltamem_generate", lambda _: generate(wrapped, **segments), setup=wrapped.reset_state,
-                            check=lambda out: check_generated(out, memory=True), tokens=tokens),
+                    Variant(
+                        "deltamem_generate",
+                        lambda _: generate(wrapped, **segments),
+                        setup=wrapped.reset_state,
+                        check=lambda out: check_generated(out, memory=True),
+                        tokens=tokens,
+                    ),
                 ]
             stats = measure_interleaved(variants, args.reps, args.warmup, setup.device)
             ratios = [(f"deltamem_{m}", f"frozen_{m}") for m in modes]
-            cases.append(case(f"B={batch} prompt={length}", {"batch": batch, "prompt": length, "new_tokens": n_new},
-                              stats, ratios))
+            cases.append(
+                case(
+                    f"B={batch} prompt={length}", {"batch": batch, "prompt": length, "new_tokens": n_new}, stats, ratios
+                )
+            )
             wrapped.reset_state()
     results = {
         "benchmark": "decode",

@@ -62,12 +62,18 @@ def main(argv: list[str] | None = None) -> dict:
 
             variants = [
                 Variant("frozen", run_frozen, tokens=batch * length),
-                Variant("deltamem", run_memory, setup=wrapped.reset_state,
-                        check=lambda _: assert_memory_written(wrapped), tokens=batch * length),
+                Variant(
+                    "deltamem",
+                    run_memory,
+                    setup=wrapped.reset_state,
+                    check=lambda _: assert_memory_written(wrapped),
+                    tokens=batch * length,
+                ),
             ]
             stats = measure_interleaved(variants, args.reps, args.warmup, setup.device)
-            cases.append(case(f"B={batch} T={length}", {"batch": batch, "length": length}, stats,
-                              [("deltamem", "frozen")]))
+            cases.append(
+                case(f"B={batch} T={length}", {"batch": batch, "length": length}, stats, [("deltamem", "frozen")])
+            )
             wrapped.reset_state()
     results = {
         "benchmark": "prefill",

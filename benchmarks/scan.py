@@ -92,8 +92,11 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     spec, memory_config = compose_config(args)
-    device = torch.device(args.device) if args.device and args.device != "auto" else (
-        torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    device = (
+        torch.device(args.device)
+        if args.device and args.device != "auto"
+        else (torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    )
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype or "float32"]
     chunk = args.chunk_size or memory_config.scan_chunk_size
     cases = []
@@ -106,8 +109,14 @@ def main(argv: list[str] | None = None) -> dict:
             ratios = [("chunked_fwd_bwd", "chunked_fwd")]
             if "reference" in impls:
                 ratios += [("reference_fwd", "chunked_fwd"), ("reference_fwd_bwd", "chunked_fwd_bwd")]
-            params = {"batch": args.batch, "length": T, "heads": H, "rank": args.rank, "chunk": chunk,
-                      "dtype": str(dtype).removeprefix("torch.")}
+            params = {
+                "batch": args.batch,
+                "length": T,
+                "heads": H,
+                "rank": args.rank,
+                "chunk": chunk,
+                "dtype": str(dtype).removeprefix("torch."),
+            }
             cases.append(case(f"B={args.batch} T={T} H={H} r={args.rank}", params, stats, ratios))
     results = {
         "benchmark": "scan",

@@ -85,6 +85,8 @@ def measure_interleaved(variants: list[Variant], reps: int, warmup: int, device:
             if status[variant.name] != "ok":
                 _free(device)  # outside the except block: its traceback no longer pins the tensors
                 continue
+            phase = "warm-up" if round_index < warmup else f"rep {round_index - warmup + 1}/{reps}"
+            print(f"[bench] {variant.name} {phase}: {seconds * 1e3:.1f} ms", file=sys.stderr, flush=True)
             if round_index >= warmup:
                 samples[variant.name].append(seconds)
                 if peak is not None:
@@ -118,8 +120,9 @@ def case(name: str, params: dict, stats: dict[str, dict], ratios: list[tuple[str
 
 def _git(*command: str) -> str | None:
     try:
-        done = subprocess.run(["git", *command], capture_output=True, text=True, timeout=10,
-                              cwd=Path(__file__).resolve().parent)
+        done = subprocess.run(
+            ["git", *command], capture_output=True, text=True, timeout=10, cwd=Path(__file__).resolve().parent
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() if done.returncode == 0 else None

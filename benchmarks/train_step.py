@@ -61,8 +61,14 @@ def lora_twin(model: nn.Module, rank: int, alpha: float) -> nn.Module:
     """PEFT LoRA on q_proj/o_proj of a weight-sharing twin of `model`."""
     from peft import LoraConfig, get_peft_model
 
-    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=["q_proj", "o_proj"],
-                        bias="none", task_type="CAUSAL_LM")
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha,
+        lora_dropout=0.0,
+        target_modules=["q_proj", "o_proj"],
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
     with warnings.catch_warnings():  # PEFT reads the deprecated `is_gradient_checkpointing`
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         return get_peft_model(twin(model), config)
@@ -141,8 +147,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     variants = [
         Variant("frozen", frozen_step, check=frozen_check, tokens=B * (W + R)),
-        Variant("lora", lora_step, setup=lambda: clear_grads(lora_params),
-                check=lambda _: require_grads({"LoRA": lora_params}, "lora"), tokens=B * (W + R)),
+        Variant(
+            "lora",
+            lora_step,
+            setup=lambda: clear_grads(lora_params),
+            check=lambda _: require_grads({"LoRA": lora_params}, "lora"),
+            tokens=B * (W + R),
+        ),
         Variant("deltamem", memory_step, setup=memory_setup, check=memory_check, tokens=B * (W + R)),
     ]
     stats = measure_interleaved(variants, args.reps, args.warmup, setup.device)
@@ -154,8 +165,10 @@ def main(argv: list[str] | None = None) -> dict:
         "args": arguments(args),
         "backbone": {"name": setup.spec.name, "loaded_from": setup.loaded_from, "dtype": setup.spec.dtype},
         "memory": setup.memory_config.to_dict(),
-        "trainable_parameters": {"deltamem": sum(p.numel() for p in memory_params),
-                                 "lora": sum(p.numel() for p in lora_params)},
+        "trainable_parameters": {
+            "deltamem": sum(p.numel() for p in memory_params),
+            "lora": sum(p.numel() for p in lora_params),
+        },
         "cases": cases,
         "memory_written": all_checked(cases, "deltamem"),
     }

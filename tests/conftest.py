@@ -19,20 +19,55 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # A few-layer random model per attention family δ-mem supports (fp32 so equalities are exact).
 TINY_ARCHITECTURES = {
-    "qwen3": dict(model_type="qwen3", vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=2, head_dim=16, rope_theta=10000.0),
-    "llama": dict(model_type="llama", vocab_size=256, hidden_size=48, intermediate_size=96, num_hidden_layers=2,
-                  num_attention_heads=3, num_key_value_heads=1, rope_theta=10000.0),
-    "smollm3": dict(model_type="smollm3", vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=4,
-                    num_attention_heads=4, num_key_value_heads=2, no_rope_layer_interval=2, rope_theta=10000.0,
-                    pad_token_id=0, bos_token_id=1, eos_token_id=2),
+    "qwen3": dict(
+        model_type="qwen3",
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        rope_theta=10000.0,
+    ),
+    "llama": dict(
+        model_type="llama",
+        vocab_size=256,
+        hidden_size=48,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        num_key_value_heads=1,
+        rope_theta=10000.0,
+    ),
+    "smollm3": dict(
+        model_type="smollm3",
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        no_rope_layer_interval=2,
+        rope_theta=10000.0,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    ),
 }
 
 
 def tiny_spec(family: str = "qwen3", seed: int = 0, **overrides) -> BackboneSpec:
     arch = {**TINY_ARCHITECTURES[family], **overrides}
-    return BackboneSpec(name=f"tiny_{family}", random_init=True, dtype="float32", device="cpu",
-                        attn_implementation="eager", architecture=arch, seed=seed)
+    return BackboneSpec(
+        name=f"tiny_{family}",
+        random_init=True,
+        dtype="float32",
+        device="cpu",
+        attn_implementation="eager",
+        architecture=arch,
+        seed=seed,
+    )
 
 
 def tiny_model(family: str = "qwen3", seed: int = 0, **overrides) -> torch.nn.Module:

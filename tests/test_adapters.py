@@ -7,7 +7,6 @@ import json
 import pytest
 import torch
 
-from conftest import tiny_model
 from deltamem import attach_memory, preset
 from deltamem.adapters import (
     AdapterMismatchError,
@@ -18,6 +17,8 @@ from deltamem.adapters import (
     save_release_adapter,
 )
 from deltamem.config import ConfigError
+
+from conftest import tiny_model
 from test_memory_math import randomise_memory
 
 IDS = torch.randint(3, 250, (2, 9), generator=torch.Generator().manual_seed(0))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import tiny_model
 from deltamem import MemoryState, MissingSegmentsError, StateBatchError, attach_memory, preset
 from deltamem.attach import UnsupportedModelError
+
+from conftest import tiny_model
 from test_memory_math import randomise_memory
 
 GEN = torch.Generator().manual_seed(0)
@@ -61,8 +62,11 @@ def test_padding_changes_neither_state_nor_real_outputs(side):
         wrapped.reset_state()
         pad = torch.zeros(1, 4, dtype=torch.long)
         padded = torch.cat([pad, ids], 1) if side == "left" else torch.cat([ids, pad], 1)
-        mask = torch.cat([torch.zeros(1, 4), torch.ones(1, 7)], 1) if side == "left" else torch.cat(
-            [torch.ones(1, 7), torch.zeros(1, 4)], 1)
+        mask = (
+            torch.cat([torch.zeros(1, 4), torch.ones(1, 7)], 1)
+            if side == "left"
+            else torch.cat([torch.ones(1, 7), torch.zeros(1, 4)], 1)
+        )
         out = wrapped(input_ids=padded, attention_mask=mask.long()).logits
     real = mask.bool()[0]
     if side == "right":  # positions are unchanged with right padding: logits must match exactly
@@ -125,7 +129,7 @@ def test_samples_never_mix():
         batch_state = wrapped.get_state().clone()
         for b in range(3):
             wrapped.reset_state()
-            single = wrapped(input_ids=ids[b:b + 1], attention_mask=mask[b:b + 1]).logits
+            single = wrapped(input_ids=ids[b : b + 1], attention_mask=mask[b : b + 1]).logits
             real = mask[b].bool()
             assert torch.allclose(single[0, real], batch[b, real], atol=1e-5)
             for i, s in wrapped.get_state().layers.items():
@@ -159,7 +163,7 @@ def test_snapshot_restore_and_batching_one_state_for_many_questions():
         batched = wrapped(input_ids=questions, write=False).logits
         for q in range(6):
             wrapped.set_state(snapshot.select([q // 3]))
-            alone = wrapped(input_ids=questions[q:q + 1], write=False).logits
+            alone = wrapped(input_ids=questions[q : q + 1], write=False).logits
             assert torch.allclose(alone[0], batched[q], atol=1e-5)
         # restoring gives back exactly the snapshot, untouched by later writes
         wrapped.set_state(snapshot.clone())
@@ -187,7 +191,7 @@ def test_history_in_chunks_carries_state_beyond_the_context_window():
         chunked = wrapped.get_state().clone()
         wrapped.reset_state()
         for start in range(0, 50, 16):  # the same thing by hand: one call per chunk, state carried
-            wrapped(input_ids=history[:, start:start + 16], use_cache=False)
+            wrapped(input_ids=history[:, start : start + 16], use_cache=False)
         by_hand = wrapped.get_state().clone()
         wrapped.reset_state()
         wrapped.write_history(history[:, :16], chunk_size=16)
@@ -311,8 +315,13 @@ def test_fused_gpu_decode_equals_the_pytorch_path(variant, monkeypatch):
         randomise_memory(wrapped, seed=9, scale=0.2)
         segments = torch.arange(ids.shape[1]).div(3, rounding_mode="floor").expand(3, -1).cuda()
         with torch.no_grad():
-            out = wrapped.generate(input_ids=ids.cuda(), attention_mask=mask.cuda(), max_new_tokens=6,
-                                   do_sample=False, segment_ids=segments if variant == "ssw" else None)
+            out = wrapped.generate(
+                input_ids=ids.cuda(),
+                attention_mask=mask.cuda(),
+                max_new_tokens=6,
+                do_sample=False,
+                segment_ids=segments if variant == "ssw" else None,
+            )
         runs[fused] = (out, {i: s.clone() for i, s in wrapped.get_state().layers.items()})
     assert torch.equal(runs[True][0], runs[False][0])
     for i, s in runs[False][1].items():

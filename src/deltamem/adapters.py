@@ -48,7 +48,9 @@ def _check_and_copy(
     expected = dict(model.memory_parameters())
     for key in expected:  # model order: layer by layer, in_proj first
         if key not in tensors:
-            raise AdapterMismatchError(f"{source}: missing tensor '{key}' (expected shape {tuple(expected[key].shape)})")
+            raise AdapterMismatchError(
+                f"{source}: missing tensor '{key}' (expected shape {tuple(expected[key].shape)})"
+            )
         if tuple(tensors[key].shape) != tuple(expected[key].shape):
             raise AdapterMismatchError(
                 f"{source}: tensor '{key}' has shape {tuple(tensors[key].shape)}, the model expects "
@@ -56,13 +58,16 @@ def _check_and_copy(
             )
     extra = sorted(set(tensors) - set(expected), key=_natural)
     if extra:
-        raise AdapterMismatchError(f"{source}: tensor '{extra[0]}' has no place in this model ({len(extra)} unexpected)")
+        raise AdapterMismatchError(
+            f"{source}: tensor '{extra[0]}' has no place in this model ({len(extra)} unexpected)"
+        )
     _check_config(model, stored, config_source)
     fingerprint = _backbone_fingerprint(model)
     for key, value in (backbone or {}).items():
         if value is not None and fingerprint.get(key) not in (None, value):
             raise AdapterMismatchError(
-                f"{config_source}: adapter was trained on a backbone with {key}={value}, this one has {fingerprint[key]}"
+                f"{config_source}: adapter was trained on a backbone with {key}={value}, "
+                f"this one has {fingerprint[key]}"
             )
     with torch.no_grad():
         for key, param in expected.items():

@@ -177,14 +177,14 @@ class DeltaMemModel(nn.Module):
 
         hook = self.base_model.get_decoder().register_forward_pre_hook(ssw_decode_read_only, with_kwargs=True)
         try:
-            with self._call_context(segment_ids, write, keep_segments=True):
+            with self._call_context(segment_ids, write):
                 return self.base_model.generate(*args, **kwargs)
         finally:
             hook.remove()
             self.context.read_only_steps = False
 
     @contextlib.contextmanager
-    def _call_context(self, segment_ids: Tensor | None, write: bool | None, keep_segments: bool = False) -> Iterator[None]:
+    def _call_context(self, segment_ids: Tensor | None, write: bool | None) -> Iterator[None]:
         ctx = self.context
         previous_write = ctx.write
         ctx.segment_ids = segment_ids

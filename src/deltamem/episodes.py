@@ -83,7 +83,7 @@ class EpisodeBuilder:
             messages, tokenize=False, add_generation_prompt=generation_prompt, **self.template_kwargs
         )
 
-    def _tokenize(self, text: str) -> tuple[list[int], list[int]]:
+    def tokenize(self, text: str) -> tuple[list[int], list[int]]:
         enc = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
         return enc["input_ids"], [start for start, _ in enc["offset_mapping"]]
 
@@ -117,7 +117,7 @@ class EpisodeBuilder:
         if not history:
             return [], [], []
         text, starts = self._message_spans(messages)
-        ids, offsets = self._tokenize(text)
+        ids, offsets = self.tokenize(text)
         ends = starts[1:] + [len(text)]
         message_ids, sentence_ids = [-1] * len(ids), [-1] * len(ids)
         sentence_spans: list[tuple[int, int, int]] = []  # (start, end, sentence id)
@@ -149,7 +149,7 @@ class EpisodeBuilder:
         full = self.render(system + [question, answer])
         if not full.startswith(prompt):
             raise EpisodeError("the chat template does not render the answer after the question")
-        ids, offsets = self._tokenize(full)
+        ids, offsets = self.tokenize(full)
         labels = [IGNORE_INDEX] * len(ids)
         for t, offset in enumerate(offsets):
             if offset >= len(prompt):
@@ -173,8 +173,12 @@ class EpisodeBuilder:
         read_keep = slice(max(0, len(read_ids) - self.max_length), None)
         as_long = lambda values: torch.tensor(values, dtype=torch.long)  # noqa: E731
         return Episode(
-            as_long(write_ids[keep]), as_long(message_ids[keep]), as_long(sentence_ids[keep]),
-            as_long(read_ids[read_keep]), as_long(labels[read_keep]), truncated,
+            as_long(write_ids[keep]),
+            as_long(message_ids[keep]),
+            as_long(sentence_ids[keep]),
+            as_long(read_ids[read_keep]),
+            as_long(labels[read_keep]),
+            truncated,
         )
 
 

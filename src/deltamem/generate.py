@@ -39,7 +39,7 @@ def build_prompt(builder: EpisodeBuilder, messages: Sequence[dict[str, str]], co
     history_ids, history_segments, _ = builder.write_part(system, history)
     shown = system + history + [question] if condition == "full_context" else system + [question]
     text = builder.render(shown, generation_prompt=True)
-    ids, _ = builder._tokenize(text)
+    ids, _ = builder.tokenize(text)
     if condition == "full_context":
         written, segments, _ = builder.write_part(system, history + [question])
         segments = segments[: len(ids)] + [-1] * max(0, len(ids) - len(written))
@@ -56,8 +56,8 @@ def _left_pad(rows: list[list[int]], value: int) -> tuple[Tensor, Tensor]:
     mask = torch.zeros(len(rows), width, dtype=torch.long)
     for i, row in enumerate(rows):
         if row:
-            ids[i, width - len(row):] = torch.tensor(row)
-            mask[i, width - len(row):] = 1
+            ids[i, width - len(row) :] = torch.tensor(row)
+            mask[i, width - len(row) :] = 1
     return ids, mask
 
 
@@ -70,32 +70,42 @@ def generate_answers(
     max_new_tokens: int = 16,
     write_chunk_size: int | None = None,
     generation_kwargs: dict[str, Any] | None = None,
+    use_memory: bool = True,
 ) -> list[str]:
-    """Greedy answers (first non-empty line) for a batch of chats under one condition."""
+    """Greedy answers (first non-empty line) for a batch of chats under one condition.
+    `use_memory=False` keeps the state empty and writes off: exactly the frozen backbone."""
     tokenizer = builder.tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     prompts = [build_prompt(builder, chat, condition) for chat in chats]
     device = next(model.parameters()).device
     model.reset_state()
-    if condition == "memory_only":
+    if condition == "memory_only" and use_memory:
         history, history_mask = _left_pad([p.history_ids for p in prompts], pad)
         segments, _ = _left_pad([p.history_segments for p in prompts], -1)
         segments = segments.masked_fill(history_mask == 0, -1)
         if history.shape[1]:
             needs_segments = model.memory_config.write == "ssw"
-            model.write_history(history.to(device), history_mask.to(device),
-                                segments.to(device) if needs_segments else None, write_chunk_size)
+            model.write_history(
+                history.to(device),
+                history_mask.to(device),
+                segments.to(device) if needs_segments else None,
+                write_chunk_size,
+            )
     ids, mask = _left_pad([p.ids for p in prompts], pad)
     segments, _ = _left_pad([p.segments for p in prompts], -1)
     segments = segments.masked_fill(mask == 0, -1)
-    write = condition == "full_context"
+    write = condition == "full_context" and use_memory
     out = model.generate(
-        input_ids=ids.to(device), attention_mask=mask.to(device),
+        input_ids=ids.to(device),
+        attention_mask=mask.to(device),
         segment_ids=segments.to(device) if write and model.memory_config.write == "ssw" else None,
-        write=write, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad,
+        write=write,
+        max_new_tokens=max_new_tokens,
+        do_sample=False,
+        pad_token_id=pad,
         **(generation_kwargs or {}),
     )
-    texts = tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)
+    texts = tokenizer.batch_decode(out[:, ids.shape[1] :], skip_special_tokens=True)
     model.reset_state()
     return [first_line(t) for t in texts]
 

@@ -149,7 +149,12 @@ class DeltaMemLayer(nn.Module):
         """(..., 4, H, r) -> q̃, k̃ (tanh + L2 norm per head), v, β = sigmoid(W_β x + b_β)."""
         q, k, v, beta_logit = projected.unbind(-3)
         beta = torch.sigmoid(beta_logit + self.beta_bias.view(self.heads, self.rank))
-        return F.normalize(torch.tanh(q), dim=-1, eps=_NORM_EPS), F.normalize(torch.tanh(k), dim=-1, eps=_NORM_EPS), v, beta
+        return (
+            F.normalize(torch.tanh(q), dim=-1, eps=_NORM_EPS),
+            F.normalize(torch.tanh(k), dim=-1, eps=_NORM_EPS),
+            v,
+            beta,
+        )
 
     def forward(self, x: Tensor, valid: Tensor | None, write: bool, segment_ids: Tensor | None = None) -> Tensor:
         """Read (and write) the memory for one forward call; returns and keeps ρ: (B, T, D).
@@ -175,8 +180,9 @@ class DeltaMemLayer(nn.Module):
             reads = read_only(q, state, valid)  # every token reads the state as it was at call start
             seg_pre, seg_valid = segment_means(pre, segment_ids, valid)
             _, seg_k, seg_v, seg_beta = self.activate(seg_pre)
-            _, new_state = delta_scan(seg_k, seg_k, seg_v, seg_beta, seg_valid, state,
-                                      chunk_size=self.config.scan_chunk_size)
+            _, new_state = delta_scan(
+                seg_k, seg_k, seg_v, seg_beta, seg_valid, state, chunk_size=self.config.scan_chunk_size
+            )
             self._store(new_state)
         else:
             reads, new_state = delta_scan(q, k, v, beta, valid, state, chunk_size=self.config.scan_chunk_size)
@@ -200,8 +206,16 @@ class DeltaMemLayer(nn.Module):
         from .kernels.decode_step import memory_step_triton
 
         state = state.contiguous()
-        reads = memory_step_triton(x[:, 0], self.in_proj, self.beta_bias, state,
-                                   None if valid is None else valid[:, 0], write, self.heads, self.rank)
+        reads = memory_step_triton(
+            x[:, 0],
+            self.in_proj,
+            self.beta_bias,
+            state,
+            None if valid is None else valid[:, 0],
+            write,
+            self.heads,
+            self.rank,
+        )
         self.state = state
         self.last_beta = None
         self.reads = reads[:, None].to(self.in_proj.dtype)
@@ -224,7 +238,9 @@ def segment_means(pre: Tensor, segment_ids: Tensor, valid: Tensor | None) -> tup
     batch, and (B, N) bool marking the segments each sequence actually has.
     """
     if segment_ids.shape != pre.shape[:2]:
-        raise ValueError(f"segment_ids shape {tuple(segment_ids.shape)} does not match the tokens {tuple(pre.shape[:2])}")
+        raise ValueError(
+            f"segment_ids shape {tuple(segment_ids.shape)} does not match the tokens {tuple(pre.shape[:2])}"
+        )
     member = segment_ids >= 0
     if valid is not None:
         member = member & valid
@@ -263,7 +279,9 @@ class CorrectedLinear(nn.Module):
         if base.bias is not None:
             return base(x) + self.memory.config.scale * correction
         out = torch.addmm(
-            correction.reshape(-1, base.out_features), x.reshape(-1, base.in_features), base.weight.t(),
+            correction.reshape(-1, base.out_features),
+            x.reshape(-1, base.in_features),
+            base.weight.t(),
             beta=self.memory.config.scale,
         )
         return out.view(*x.shape[:-1], base.out_features)

@@ -68,7 +68,7 @@ class ResumableSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         epoch, self._skip = self.position() if self.position else (0, 0)
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
-        return iter(order[self._skip:])
+        return iter(order[self._skip :])
 
     def __len__(self) -> int:
         return self.size
@@ -129,17 +129,27 @@ class DeltaMemLightning(L.LightningModule):
         if batch["write_input_ids"].shape[1] > 0:
             segments = batch["write_segment_ids"] if model.memory_config.write == "ssw" else None
             model.write_history(batch["write_input_ids"], batch["write_attention_mask"], segments)
-        written = torch.stack([m.current_state(batch["read_input_ids"].shape[0], self.device).flatten(1).norm(dim=1)
-                               for m in model.memory_layers.values()]).mean()
-        out = model(input_ids=batch["read_input_ids"], attention_mask=batch["read_attention_mask"], write=False,
-                    use_cache=False)
+        written = torch.stack(
+            [
+                m.current_state(batch["read_input_ids"].shape[0], self.device).flatten(1).norm(dim=1)
+                for m in model.memory_layers.values()
+            ]
+        ).mean()
+        out = model(
+            input_ids=batch["read_input_ids"], attention_mask=batch["read_attention_mask"], write=False, use_cache=False
+        )
         logits = out.logits[:, :-1].float()
         labels = batch["labels"][:, 1:]
         ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX)
         beta_mean = self._read_beta_mean(batch["read_attention_mask"])
         sparsity = (beta_mean - self.sparsity_target) ** 2
-        return {"loss": ce + self.sparsity_weight * sparsity, "ce": ce, "sparsity": sparsity,
-                "beta_mean": beta_mean, "state_norm": written}
+        return {
+            "loss": ce + self.sparsity_weight * sparsity,
+            "ce": ce,
+            "sparsity": sparsity,
+            "beta_mean": beta_mean,
+            "state_norm": written,
+        }
 
     def _read_beta_mean(self, mask: Tensor) -> Tensor:
         """Mean β over valid read tokens, gates and layers (the release divided by tokens only)."""
@@ -162,8 +172,9 @@ class DeltaMemLightning(L.LightningModule):
     # ----------------------------------------------------------------- optimisation
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for _, p in self.model.memory_parameters()]
-        optimizer = torch.optim.AdamW(params, lr=self.optim.lr, weight_decay=self.optim.weight_decay,
-                                      betas=tuple(self.optim.betas))
+        optimizer = torch.optim.AdamW(
+            params, lr=self.optim.lr, weight_decay=self.optim.weight_decay, betas=tuple(self.optim.betas)
+        )
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(round(self.optim.warmup_ratio * total))
         floor = self.optim.min_lr_ratio

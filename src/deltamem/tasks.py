@@ -27,8 +27,10 @@ def attach_report(cfg: DictConfig, meta_device: bool = False) -> dict:
         model, origin = loaded.model, loaded.loaded_from
     wrapped = attach_memory(model, memory_config)
     summary = wrapped.parameter_summary()
-    print(f"backbone {spec.name} ({origin}) + δ-mem {memory_config.write.upper()} "
-          f"r={memory_config.rank} H={memory_config.num_state_heads} targets={list(memory_config.targets)}")
+    print(
+        f"backbone {spec.name} ({origin}) + δ-mem {memory_config.write.upper()} "
+        f"r={memory_config.rank} H={memory_config.num_state_heads} targets={list(memory_config.targets)}"
+    )
     print(f"wrapped {len(summary.wrapped_modules)} projections in {len(wrapped.memory_layers)} layers:")
     for name in summary.wrapped_modules[:4]:
         print(f"  {name}")

@@ -9,7 +9,6 @@ The run directory (Hydra's output dir) is the source of truth: `config.yaml` (re
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -57,8 +56,12 @@ def accumulation_steps(global_batch_size: int, per_device_batch_size: int, world
 
 def run_info(loaded: LoadedBackbone, model: DeltaMemModel) -> dict[str, Any]:
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent).stdout.strip() or None
+        sha = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent
+            ).stdout.strip()
+            or None
+        )
     except (OSError, subprocess.SubprocessError):
         sha = None
     import transformers
@@ -101,27 +104,32 @@ def train(
     if loaded is None or model is None:
         loaded, model = build_model(cfg)
     t = cfg.training
-    builder = EpisodeBuilder(loaded.tokenizer, t.max_write_length, t.max_length,
-                             dict(loaded.spec.chat_template_kwargs), t.write_overflow)
+    builder = EpisodeBuilder(
+        loaded.tokenizer, t.max_write_length, t.max_length, dict(loaded.spec.chat_template_kwargs), t.write_overflow
+    )
     records = instantiate(cfg.train_data)
     data = EpisodeDataModule(records, builder, t.batch_size, model.memory_config.segment_unit, cfg.seed)
     module = DeltaMemLightning(model, OptimConfig(**t.optim), t.sparsity_weight, t.sparsity_target)
 
-    world = int(os.environ.get("WORLD_SIZE", 1)) if cfg.trainer.get("devices", 1) in ("auto", -1) else int(
-        cfg.trainer.get("devices", 1) or 1) * int(cfg.trainer.get("num_nodes", 1) or 1)
-    accumulate = accumulation_steps(t.global_batch_size, t.batch_size, world)
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     checkpoint_dir = run_dir / "checkpoints"
     callbacks = [
         *(callbacks or []),
-        L.pytorch.callbacks.ModelCheckpoint(dirpath=checkpoint_dir, save_last=True, every_n_train_steps=t.checkpoint_every,
-                                            save_top_k=0),
+        L.pytorch.callbacks.ModelCheckpoint(
+            dirpath=checkpoint_dir, save_last=True, every_n_train_steps=t.checkpoint_every, save_top_k=0
+        ),
         MetricsJsonl(run_dir / "metrics.jsonl"),
     ]
     if t.progress_bar == "rich":
         callbacks.append(L.pytorch.callbacks.RichProgressBar(leave=True))
-    trainer: L.Trainer = instantiate(cfg.trainer, accumulate_grad_batches=accumulate, logger=loggers or False,
-                                     callbacks=callbacks, default_root_dir=str(run_dir))
+    trainer: L.Trainer = instantiate(
+        cfg.trainer,
+        logger=loggers or False,
+        callbacks=callbacks,
+        default_root_dir=str(run_dir),
+    )
+    # the global batch is fixed; accumulation follows from the devices Lightning actually runs on
+    trainer.accumulate_grad_batches = accumulation_steps(t.global_batch_size, t.batch_size, trainer.world_size)
     if trainer.is_global_zero:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         (run_dir / "run_info.json").write_text(json.dumps(run_info(loaded, model), indent=2) + "\n")
@@ -131,8 +139,11 @@ def train(
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=str(resume) if t.resume and resume.is_file() else None)
     seconds = time.perf_counter() - start
-    result = {"seconds": seconds, "steps": trainer.global_step,
-              "final_loss": float(trainer.callback_metrics.get("train/loss", float("nan")))}
+    result = {
+        "seconds": seconds,
+        "steps": trainer.global_step,
+        "final_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
+    }
     if trainer.is_global_zero:
         result["adapter"] = str(save_adapter(model, run_dir / "adapter"))
         result["adapter_release"] = str(save_release_adapter(model, run_dir / "adapter_release"))

@@ -92,15 +92,33 @@ if triton is not None:
         t = tl.exp(-2.0 * a)
         big = (1.0 - t) / (1.0 + t)
         z2 = a * a  # |a| < 0.3: terms up to a^11, truncation < 1e-8 relative
-        small = a * (1.0 + z2 * (-1.0 / 3.0 + z2 * (2.0 / 15.0 + z2 * (-17.0 / 315.0
-                     + z2 * (62.0 / 2835.0 + z2 * (-1382.0 / 155925.0))))))
+        small = a * (
+            1.0
+            + z2
+            * (-1.0 / 3.0 + z2 * (2.0 / 15.0 + z2 * (-17.0 / 315.0 + z2 * (62.0 / 2835.0 + z2 * (-1382.0 / 155925.0)))))
+        )
         mag = tl.where(a < 0.3, small, big)
         return tl.where(z < 0, -mag, mag)
 
     @triton.jit
-    def _finish(p_q, p_k, p_v, p_b, b, bias_ptr, stride_bias, state_ptr, valid_ptr, stride_valid, reads_ptr,
-                H: tl.constexpr, R: tl.constexpr, HP: tl.constexpr, HAS_VALID: tl.constexpr,
-                WRITE: tl.constexpr):
+    def _finish(
+        p_q,
+        p_k,
+        p_v,
+        p_b,
+        b,
+        bias_ptr,
+        stride_bias,
+        state_ptr,
+        valid_ptr,
+        stride_valid,
+        reads_ptr,
+        H: tl.constexpr,
+        R: tl.constexpr,
+        HP: tl.constexpr,
+        HAS_VALID: tl.constexpr,
+        WRITE: tl.constexpr,
+    ):
         """Steps 2-4 for row b, from its projections p_* (HP, R) fp32."""
         hh = tl.arange(0, HP)[:, None]  # (HP, 1)
         row = hh * R + tl.arange(0, R)[None, :]  # (HP, R) index h·r + i into D
@@ -130,11 +148,30 @@ if triton is not None:
 
     @triton.jit
     def _decode_step_kernel(
-        x_ptr, w_ptr, bias_ptr, state_ptr, valid_ptr, reads_ptr, part_ptr, count_ptr,
-        stride_xb, stride_xd, stride_wr, stride_wd, stride_bias, stride_valid,
-        d: tl.constexpr, H: tl.constexpr, R: tl.constexpr, HP: tl.constexpr, BLOCK_D: tl.constexpr,
-        BLOCKS_PER_PROG: tl.constexpr, N_SPLIT: tl.constexpr, N_SPLIT_P: tl.constexpr,
-        HAS_VALID: tl.constexpr, WRITE: tl.constexpr,
+        x_ptr,
+        w_ptr,
+        bias_ptr,
+        state_ptr,
+        valid_ptr,
+        reads_ptr,
+        part_ptr,
+        count_ptr,
+        stride_xb,
+        stride_xd,
+        stride_wr,
+        stride_wd,
+        stride_bias,
+        stride_valid,
+        d: tl.constexpr,
+        H: tl.constexpr,
+        R: tl.constexpr,
+        HP: tl.constexpr,
+        BLOCK_D: tl.constexpr,
+        BLOCKS_PER_PROG: tl.constexpr,
+        N_SPLIT: tl.constexpr,
+        N_SPLIT_P: tl.constexpr,
+        HAS_VALID: tl.constexpr,
+        WRITE: tl.constexpr,
     ):
         """Program (b, s) projects row b over its slice s of d; the last slice to finish for a row
         sums the N_SPLIT partials in a fixed order and runs `_finish`. Tiles: (HP, R, BLOCK_D).
@@ -169,8 +206,24 @@ if triton is not None:
             acc_b += tl.sum(tl.load(w + 3 * D * stride_wr, mask=m, other=0.0).to(tl.float32) * xv, axis=2)
 
         if N_SPLIT == 1:
-            _finish(acc_q, acc_k, acc_v, acc_b, b, bias_ptr, stride_bias, state_ptr, valid_ptr, stride_valid,
-                    reads_ptr, H, R, HP, HAS_VALID, WRITE)
+            _finish(
+                acc_q,
+                acc_k,
+                acc_v,
+                acc_b,
+                b,
+                bias_ptr,
+                stride_bias,
+                state_ptr,
+                valid_ptr,
+                stride_valid,
+                reads_ptr,
+                H,
+                R,
+                HP,
+                HAS_VALID,
+                WRITE,
+            )
         else:
             # Partials to part[b, s, 4, D]; the CTA barrier + acq_rel ticket publish them (the
             # CUTLASS split-K semaphore pattern), and the last arrival resets the counter to 0.
@@ -190,8 +243,24 @@ if triton is not None:
                 p_v = tl.sum(tl.load(src + 2 * D, mask=m, other=0.0, cache_modifier=".cg"), axis=0)
                 p_b = tl.sum(tl.load(src + 3 * D, mask=m, other=0.0, cache_modifier=".cg"), axis=0)
                 tl.atomic_xchg(count_ptr + b, 0)
-                _finish(p_q, p_k, p_v, p_b, b, bias_ptr, stride_bias, state_ptr, valid_ptr, stride_valid,
-                        reads_ptr, H, R, HP, HAS_VALID, WRITE)
+                _finish(
+                    p_q,
+                    p_k,
+                    p_v,
+                    p_b,
+                    b,
+                    bias_ptr,
+                    stride_bias,
+                    state_ptr,
+                    valid_ptr,
+                    stride_valid,
+                    reads_ptr,
+                    H,
+                    R,
+                    HP,
+                    HAS_VALID,
+                    WRITE,
+                )
 
 
 def memory_step_triton(
@@ -222,11 +291,12 @@ def memory_step_triton(
     if rank < 1 or rank & (rank - 1):
         raise ValueError(f"rank must be a power of two, got {rank}")
     if in_proj.shape != (4 * D, d) or beta_bias.numel() != D:
-        raise ValueError(f"in_proj {tuple(in_proj.shape)} / beta_bias {tuple(beta_bias.shape)} do not fit "
-                         f"D={D}, d={d}")
+        raise ValueError(f"in_proj {tuple(in_proj.shape)} / beta_bias {tuple(beta_bias.shape)} do not fit D={D}, d={d}")
     if state.shape != (B, heads, rank, rank) or state.dtype != torch.float32 or not state.is_contiguous():
-        raise ValueError(f"state must be a contiguous fp32 ({B}, {heads}, {rank}, {rank}) tensor, "
-                         f"got {tuple(state.shape)} {state.dtype}")
+        raise ValueError(
+            f"state must be a contiguous fp32 ({B}, {heads}, {rank}, {rank}) tensor, "
+            f"got {tuple(state.shape)} {state.dtype}"
+        )
     reads = torch.empty(B, D, dtype=torch.float32, device=x.device)  # (B, D), no launch
     if B == 0:
         return reads
@@ -236,7 +306,8 @@ def memory_step_triton(
         valid = valid.view(torch.uint8) if valid.dtype == torch.bool else valid  # zero-copy
     bias = beta_bias if beta_bias.dim() == 1 else beta_bias.reshape(D)
     hp, block_d, per_prog, n_split, n_split_p = _plan(
-        B, d, heads, rank, num_splits, x.device, _TILE_BUDGET, _PROGRAMS_PER_SM)
+        B, d, heads, rank, num_splits, x.device, _TILE_BUDGET, _PROGRAMS_PER_SM
+    )
     counters = parts = reads  # placeholders, unused when n_split == 1
     if n_split > 1:
         counters = _COUNTERS.get(x.device)
@@ -245,10 +316,31 @@ def memory_step_triton(
         parts = torch.empty(B * n_split * 4 * D, dtype=torch.float32, device=x.device)  # (B, n_split, 4, D)
     sx, sw = x.stride(), in_proj.stride()
     _decode_step_kernel[(B, n_split)](
-        x, in_proj, bias, state, valid if valid is not None else reads, reads, parts, counters,
-        sx[0], sx[1], sw[0], sw[1], bias.stride(0), valid.stride(0) if valid is not None else 0,
-        d=d, H=heads, R=rank, HP=hp, BLOCK_D=block_d, BLOCKS_PER_PROG=per_prog, N_SPLIT=n_split,
-        N_SPLIT_P=n_split_p, HAS_VALID=valid is not None, WRITE=bool(write), num_warps=_NUM_WARPS,
+        x,
+        in_proj,
+        bias,
+        state,
+        valid if valid is not None else reads,
+        reads,
+        parts,
+        counters,
+        sx[0],
+        sx[1],
+        sw[0],
+        sw[1],
+        bias.stride(0),
+        valid.stride(0) if valid is not None else 0,
+        d=d,
+        H=heads,
+        R=rank,
+        HP=hp,
+        BLOCK_D=block_d,
+        BLOCKS_PER_PROG=per_prog,
+        N_SPLIT=n_split,
+        N_SPLIT_P=n_split_p,
+        HAS_VALID=valid is not None,
+        WRITE=bool(write),
+        num_warps=_NUM_WARPS,
     )
     return reads
 
@@ -258,8 +350,16 @@ def _pow2_at_least(n: int) -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def _plan(B: int, d: int, heads: int, rank: int, num_splits: int | None, device: torch.device,
-          tile_budget: int, programs_per_sm: int) -> tuple[int, int, int, int, int]:
+def _plan(
+    B: int,
+    d: int,
+    heads: int,
+    rank: int,
+    num_splits: int | None,
+    device: torch.device,
+    tile_budget: int,
+    programs_per_sm: int,
+) -> tuple[int, int, int, int, int]:
     """Launch shape, cached (triton's own helpers cost µs per call): returns
     (HP, BLOCK_D, BLOCKS_PER_PROG, N_SPLIT, N_SPLIT_P)."""
     hp = _pow2_at_least(heads)

@@ -24,16 +24,16 @@ def _parse_line(line: str, where: str) -> tuple[list[dict], str | None, dict]:
     if not isinstance(obj, dict):
         raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     if "messages" not in obj:
-        raise ValueError(f"{where}: missing \"messages\"")
+        raise ValueError(f'{where}: missing "messages"')
     messages = obj["messages"]
     if not isinstance(messages, list):
-        raise ValueError(f"{where}: \"messages\" must be a list, got {type(messages).__name__}")
+        raise ValueError(f'{where}: "messages" must be a list, got {type(messages).__name__}')
     if len(messages) < 2:
         raise ValueError(f"{where}: fewer than 2 messages ({len(messages)}); need a user question and an answer")
     clean = []
     for k, msg in enumerate(messages, start=1):
         if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
-            raise ValueError(f"{where}: message {k} needs both \"role\" and \"content\"")
+            raise ValueError(f'{where}: message {k} needs both "role" and "content"')
         if msg["role"] not in ROLES:
             raise ValueError(f"{where}: message {k} has unknown role {msg['role']!r} (expected one of {list(ROLES)})")
         if not isinstance(msg["content"], str):
@@ -45,10 +45,10 @@ def _parse_line(line: str, where: str) -> tuple[list[dict], str | None, dict]:
         raise ValueError(f"{where}: the message before the answer must be from the user, got {clean[-2]['role']!r}")
     episode_id = obj.get("id")
     if episode_id is not None and not isinstance(episode_id, (str, int)):
-        raise ValueError(f"{where}: \"id\" must be a string or an integer, got {type(episode_id).__name__}")
+        raise ValueError(f'{where}: "id" must be a string or an integer, got {type(episode_id).__name__}')
     meta = obj.get("meta", {})
     if not isinstance(meta, dict):
-        raise ValueError(f"{where}: \"meta\" must be an object, got {type(meta).__name__}")
+        raise ValueError(f'{where}: "meta" must be an object, got {type(meta).__name__}')
     return clean, None if episode_id is None else str(episode_id), meta
 
 
@@ -70,9 +70,14 @@ class JsonlChats:
                     if not line.strip():
                         continue
                     messages, episode_id, meta = _parse_line(line, f"{self.path}:{number}")
-                    records.append({"id": episode_id or f"{file.stem}:{number}", "messages": messages,
-                                    "answer": messages[-1]["content"],
-                                    "meta": {**meta, "source": self.path, "line": number}})
+                    records.append(
+                        {
+                            "id": episode_id or f"{file.stem}:{number}",
+                            "messages": messages,
+                            "answer": messages[-1]["content"],
+                            "meta": {**meta, "source": self.path, "line": number},
+                        }
+                    )
             if not records:
                 raise ValueError(f"{self.path}: no episodes (the file has no non-blank lines)")
             self._records = records

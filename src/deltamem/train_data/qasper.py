@@ -14,11 +14,21 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-REQUIRED_FIELDS = ("id", "title", "abstract", "full_text.section_name", "full_text.paragraphs",
-                   "qas.question", "qas.question_id", "qas.answers")
+REQUIRED_FIELDS = (
+    "id",
+    "title",
+    "abstract",
+    "full_text.section_name",
+    "full_text.paragraphs",
+    "qas.question",
+    "qas.question_id",
+    "qas.answers",
+)
 ACKS = ["Got it.", "Noted, please continue.", "Understood.", "Okay, I have read that part."]
-DEFAULT_SYSTEM_PROMPT = ("You are a helpful assistant. You have read a research paper shared earlier in the "
-                         "conversation; answer questions about it concisely.")
+DEFAULT_SYSTEM_PROMPT = (
+    "You are a helpful assistant. You have read a research paper shared earlier in the "
+    "conversation; answer questions about it concisely."
+)
 
 
 def _annotations(entry: Mapping) -> Iterator[tuple[str, Mapping]]:
@@ -80,13 +90,21 @@ class QasperEpisodes:
     is free: the data loads on first access.
     """
 
-    def __init__(self, source: str = "allenai/qasper", split: str = "train", max_write_chars: int | None = 24000,
-                 paragraphs_per_message: int = 4, system_prompt: str = DEFAULT_SYSTEM_PROMPT) -> None:
+    def __init__(
+        self,
+        source: str = "allenai/qasper",
+        split: str = "train",
+        max_write_chars: int | None = 24000,
+        paragraphs_per_message: int = 4,
+        system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    ) -> None:
         if int(paragraphs_per_message) < 1:
             raise ValueError(f"paragraphs_per_message must be >= 1, got {paragraphs_per_message}")
         if max_write_chars is not None and int(max_write_chars) < len(system_prompt or ""):
-            raise ValueError(f"max_write_chars ({max_write_chars}) must be None or hold at least the system prompt "
-                             f"({len(system_prompt or '')} chars)")
+            raise ValueError(
+                f"max_write_chars ({max_write_chars}) must be None or hold at least the system prompt "
+                f"({len(system_prompt or '')} chars)"
+            )
         self.source, self.split, self.system_prompt = str(source), str(split), system_prompt
         self.max_write_chars = None if max_write_chars is None else int(max_write_chars)
         self.paragraphs_per_message = int(paragraphs_per_message)
@@ -111,9 +129,11 @@ class QasperEpisodes:
             return datasets.load_dataset(self.source, split=self.split)
         except Exception as exc:  # the hub, the cache or the id failed: say what to do instead
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise RuntimeError(f"could not load Qasper {self.source!r} (split {self.split!r}) from the hub: "
-                               f"{type(exc).__name__}: {reason}; pass source=<path to a local JSON list of "
-                               f"papers in the HF schema> instead") from exc
+            raise RuntimeError(
+                f"could not load Qasper {self.source!r} (split {self.split!r}) from the hub: "
+                f"{type(exc).__name__}: {reason}; pass source=<path to a local JSON list of "
+                f"papers in the HF schema> instead"
+            ) from exc
 
     def _build(self) -> list[tuple[int, int, str, str, str]]:
         if self._index is None:
@@ -144,7 +164,7 @@ class QasperEpisodes:
             paragraphs += kept
         head = f"Here is a research paper.\n\nTitle: {paper['title']}\n\nAbstract: {paper['abstract'].strip()}"
         step = self.paragraphs_per_message
-        return [head] + ["\n\n".join(paragraphs[i:i + step]) for i in range(0, len(paragraphs), step)]
+        return [head] + ["\n\n".join(paragraphs[i : i + step]) for i in range(0, len(paragraphs), step)]
 
     def __getitem__(self, i: int) -> dict:
         index = self._build()
@@ -168,14 +188,26 @@ class QasperEpisodes:
             used += len(chunk) + len(ack)
         text = "\n".join(m["content"] for m in history)
         evidence = _evidence(qas["answers"][q], annotation)
-        messages = history + [{"role": "user", "content": str(qas["question"][q]).strip()},
-                              {"role": "assistant", "content": answer}]
-        meta = {"paper_id": str(paper["id"]), "question_id": str(qas["question_id"][q]), "title": paper["title"],
-                "answer_type": kind, "annotation_id": annotation, "history_chars": used,
-                "chunks_kept": (len(history) - bool(self.system_prompt)) // 2, "chunks_total": len(chunks),
-                "truncated": truncated, "evidence_in_history": all(e.strip() in text for e in evidence)}
+        messages = history + [
+            {"role": "user", "content": str(qas["question"][q]).strip()},
+            {"role": "assistant", "content": answer},
+        ]
+        meta = {
+            "paper_id": str(paper["id"]),
+            "question_id": str(qas["question_id"][q]),
+            "title": paper["title"],
+            "answer_type": kind,
+            "annotation_id": annotation,
+            "history_chars": used,
+            "chunks_kept": (len(history) - bool(self.system_prompt)) // 2,
+            "chunks_total": len(chunks),
+            "truncated": truncated,
+            "evidence_in_history": all(e.strip() in text for e in evidence),
+        }
         return {"id": f"{paper['id']}:{qas['question_id'][q]}", "messages": messages, "answer": answer, "meta": meta}
 
     def __repr__(self) -> str:
-        return (f"QasperEpisodes(source={self.source!r}, split={self.split!r}, max_write_chars={self.max_write_chars}, "
-                f"paragraphs_per_message={self.paragraphs_per_message})")
+        return (
+            f"QasperEpisodes(source={self.source!r}, split={self.split!r}, max_write_chars={self.max_write_chars}, "
+            f"paragraphs_per_message={self.paragraphs_per_message})"
+        )

@@ -20,35 +20,64 @@ DEFAULT_ATTRIBUTES: dict[str, list[str]] = {
     "favourite food": ["pizza", "sushi", "tacos", "curry", "pasta", "dumplings", "paella", "ramen"],
     "sport": ["tennis", "football", "swimming", "cycling", "rugby", "golf", "hockey", "volleyball"],
 }
-DEFAULT_PEOPLE: list[str] = ["Alice", "Bruno", "Chen", "Dara", "Elena", "Farid", "Grace", "Hugo",
-                             "Ines", "Jonas", "Kemal", "Leila", "Marta", "Nikhil", "Olga", "Pablo"]
+DEFAULT_PEOPLE: list[str] = [
+    "Alice",
+    "Bruno",
+    "Chen",
+    "Dara",
+    "Elena",
+    "Farid",
+    "Grace",
+    "Hugo",
+    "Ines",
+    "Jonas",
+    "Kemal",
+    "Leila",
+    "Marta",
+    "Nikhil",
+    "Olga",
+    "Pablo",
+]
 
 # Per attribute: statement templates, update templates, question templates.
 # Placeholders: {p} person, {v} value, {an} value with its indefinite article, {a} attribute name.
 TEMPLATES: dict[str, tuple[list[str], list[str], list[str]]] = {
-    "city": (["My friend {p} just moved to {v}.", "{p} lives in {v} these days.",
-              "By the way, {p} has settled in {v}."],
-             ["{p} moved again and lives in {v} now.", "Update on {p}: moved house once more, to {v}."],
-             ["Where does {p} live now?", "Which city is {p} living in now?"]),
-    "job": (["{p} works as {an}.", "{p} got a job as {an}.", "These days {p} earns a living as {an}."],
-            ["{p} changed careers and is now {an}.", "{p} switched jobs and works as {an} now."],
-            ["What does {p} do for a living now?", "What is {p}'s job now?"]),
-    "pet": (["{p} adopted {an} last month.", "{p} has {an} at home.", "{p} just got {an} as a pet."],
-            ["{p} rehomed the old pet and now keeps {an}.", "{p}'s pet is {an} now."],
-            ["What pet does {p} have now?", "What kind of animal is {p}'s pet now?"]),
-    "favourite colour": (["{p}'s favourite colour is {v}.", "{p} says {v} is the best colour."],
-                         ["{p} has a new favourite colour: {v}.", "{p} changed favourite colour to {v}."],
-                         ["What is {p}'s favourite colour now?"]),
-    "favourite food": (["{p}'s favourite food is {v}.", "{p} could eat {v} every single day."],
-                       ["{p} has a new favourite food now: {v}.", "{p} went off the old favourite and loves {v} most."],
-                       ["What is {p}'s favourite food now?"]),
-    "sport": (["{p} spends every weekend on {v}.", "{p}'s sport is {v}.", "{p} is really into {v}."],
-              ["{p} switched sports and is all about {v} now.", "{p} took up {v} instead of the old sport."],
-              ["Which sport does {p} do now?"]),
+    "city": (
+        ["My friend {p} just moved to {v}.", "{p} lives in {v} these days.", "By the way, {p} has settled in {v}."],
+        ["{p} moved again and lives in {v} now.", "Update on {p}: moved house once more, to {v}."],
+        ["Where does {p} live now?", "Which city is {p} living in now?"],
+    ),
+    "job": (
+        ["{p} works as {an}.", "{p} got a job as {an}.", "These days {p} earns a living as {an}."],
+        ["{p} changed careers and is now {an}.", "{p} switched jobs and works as {an} now."],
+        ["What does {p} do for a living now?", "What is {p}'s job now?"],
+    ),
+    "pet": (
+        ["{p} adopted {an} last month.", "{p} has {an} at home.", "{p} just got {an} as a pet."],
+        ["{p} rehomed the old pet and now keeps {an}.", "{p}'s pet is {an} now."],
+        ["What pet does {p} have now?", "What kind of animal is {p}'s pet now?"],
+    ),
+    "favourite colour": (
+        ["{p}'s favourite colour is {v}.", "{p} says {v} is the best colour."],
+        ["{p} has a new favourite colour: {v}.", "{p} changed favourite colour to {v}."],
+        ["What is {p}'s favourite colour now?"],
+    ),
+    "favourite food": (
+        ["{p}'s favourite food is {v}.", "{p} could eat {v} every single day."],
+        ["{p} has a new favourite food now: {v}.", "{p} went off the old favourite and loves {v} most."],
+        ["What is {p}'s favourite food now?"],
+    ),
+    "sport": (
+        ["{p} spends every weekend on {v}.", "{p}'s sport is {v}.", "{p} is really into {v}."],
+        ["{p} switched sports and is all about {v} now.", "{p} took up {v} instead of the old sport."],
+        ["Which sport does {p} do now?"],
+    ),
 }
-GENERIC_TEMPLATES = (["{p}'s {a} is {v}.", "Something about {p}: the {a} is {v}."],
-                     ["{p}'s {a} has changed; it is {v} now."],
-                     ["What is {p}'s {a} now?"])
+GENERIC_TEMPLATES = (
+    ["{p}'s {a} is {v}.", "Something about {p}: the {a} is {v}."],
+    ["{p}'s {a} has changed; it is {v} now."],
+    ["What is {p}'s {a} now?"],
+)
 ACKS = ["Thanks, I'll keep that in mind.", "Good to know!", "Noted.", "Got it.", "That's nice to hear."]
 UPDATE_ACKS = ["Thanks for the update.", "Got it, I'll remember the change.", "Noted, good to know things changed."]
 FILLERS: list[tuple[str, str]] = [
@@ -103,10 +132,19 @@ class SyntheticChats:
     a bare word. No answer value appears in the final question, nor in any filler or acknowledgement.
     """
 
-    def __init__(self, num_episodes: int, seed: int = 0, split: str = "train", sessions: Sequence[int] | int = (2, 3),
-                 facts: int = 2, distractor_turns: int = 2, update_prob: float = 0.3,
-                 attributes: Mapping[str, Sequence[str]] | None = None, people: Sequence[str] | None = None,
-                 system_prompt: str = "You are a helpful assistant with a memory of earlier conversations.") -> None:
+    def __init__(
+        self,
+        num_episodes: int,
+        seed: int = 0,
+        split: str = "train",
+        sessions: Sequence[int] | int = (2, 3),
+        facts: int = 2,
+        distractor_turns: int = 2,
+        update_prob: float = 0.3,
+        attributes: Mapping[str, Sequence[str]] | None = None,
+        people: Sequence[str] | None = None,
+        system_prompt: str = "You are a helpful assistant with a memory of earlier conversations.",
+    ) -> None:
         source = DEFAULT_ATTRIBUTES if attributes is None else attributes
         attrs = {str(k): [str(v) for v in vals] for k, vals in source.items()}
         names = [str(p) for p in (people if people is not None else DEFAULT_PEOPLE)]
@@ -181,8 +219,9 @@ class SyntheticChats:
             facts.append(fact)
         for session in turns:
             count = max(self.distractor_turns, 0 if session else 1)
-            picks = (rng.sample(self._fillers, count) if count <= len(self._fillers)
-                     else rng.choices(self._fillers, k=count))
+            picks = (
+                rng.sample(self._fillers, count) if count <= len(self._fillers) else rng.choices(self._fillers, k=count)
+            )
             session.extend((u, a, None) for u, a in picks)
             rng.shuffle(session)
         asked = rng.randrange(self.facts)
@@ -197,14 +236,29 @@ class SyntheticChats:
                 messages += [{"role": "user", "content": content}, {"role": "assistant", "content": reply}]
         question = rng.choice(self._templates(target["attribute"])[2]).format(p=target["person"], a=target["attribute"])
         messages += [{"role": "user", "content": question}, {"role": "assistant", "content": target["value"]}]
-        meta = {"person": target["person"], "attribute": target["attribute"], "answer": target["value"],
-                "candidates": list(self.attributes[target["attribute"]]),
-                "was_updated": target["stale_value"] is not None, "stale_value": target["stale_value"],
-                "sessions": n_sessions, "evidence_turns": evidence, "facts": facts,
-                "split": self.split, "seed": self.seed, "index": index}
-        return {"id": f"synthetic-{self.split}-{self.seed}-{index}", "messages": messages,
-                "answer": target["value"], "meta": meta}
+        meta = {
+            "person": target["person"],
+            "attribute": target["attribute"],
+            "answer": target["value"],
+            "candidates": list(self.attributes[target["attribute"]]),
+            "was_updated": target["stale_value"] is not None,
+            "stale_value": target["stale_value"],
+            "sessions": n_sessions,
+            "evidence_turns": evidence,
+            "facts": facts,
+            "split": self.split,
+            "seed": self.seed,
+            "index": index,
+        }
+        return {
+            "id": f"synthetic-{self.split}-{self.seed}-{index}",
+            "messages": messages,
+            "answer": target["value"],
+            "meta": meta,
+        }
 
     def __repr__(self) -> str:
-        return (f"SyntheticChats(num_episodes={self.num_episodes}, seed={self.seed}, split={self.split!r}, "
-                f"sessions={self.sessions}, facts={self.facts}, update_prob={self.update_prob})")
+        return (
+            f"SyntheticChats(num_episodes={self.num_episodes}, seed={self.seed}, split={self.split!r}, "
+            f"sessions={self.sessions}, facts={self.facts}, update_prob={self.update_prob})"
+        )
