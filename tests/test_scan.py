@@ -148,3 +148,19 @@ def test_unknown_impl_is_an_error():
     q, k, v, beta, valid, _ = make_inputs(1, 3, 1)
     with pytest.raises(ValueError, match="unknown scan impl"):
         delta_scan(q, k, v, beta, valid, impl="fast")
+
+
+def test_nan_at_padding_does_not_leak():
+    """Fully masked attention rows can hand NaN hidden states to padded positions."""
+    q, k, v, beta, _, s0 = make_inputs(2, 70, 4, seed=15, with_state=True)
+    valid = torch.ones(2, 70, dtype=torch.bool)
+    valid[1, :9] = False
+    poisoned = [x.clone() for x in (q, k, v, beta)]
+    for x in poisoned:
+        x[1, :9] = float("nan")
+    for impl in ("reference", "chunked"):
+        clean_reads, clean_final = delta_scan(q, k, v, beta, valid, s0, impl=impl)
+        reads, final = delta_scan(*poisoned, valid, s0, impl=impl)
+        assert torch.isfinite(reads).all() and torch.isfinite(final).all()
+        assert torch.equal(reads, clean_reads) and torch.equal(final, clean_final)
+    assert torch.isfinite(read_only(poisoned[0], s0, valid)).all()

@@ -167,6 +167,8 @@ class DeltaMemLayer(nn.Module):
         if self._fused_decode_applies(x, write):
             return self._fused_decode(x, state, valid, write)
         pre = self.project(x)
+        if valid is not None:  # padding never reads or writes, whatever its hidden state holds
+            pre = pre.masked_fill(~valid[:, :, None, None, None], 0.0)
         q, k, v, beta = self.activate(pre)
         self.last_beta = beta
         if not write:

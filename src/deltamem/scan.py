@@ -66,6 +66,9 @@ def delta_scan(
     q, k, v, beta = (x.to(dtype) for x in (q, k, v, beta))
     if valid is None:
         valid = torch.ones(B, T, dtype=torch.bool, device=k.device)
+    else:  # whatever sits at padding (even NaN from fully masked attention rows) must not leak
+        keep = valid[..., None, None]
+        q, k, v, beta = (torch.where(keep, x, 0.0) for x in (q, k, v, beta))
     if initial_state is None:
         initial_state = k.new_zeros(B, H, r, r)
     initial_state = initial_state.to(dtype)
@@ -91,7 +94,7 @@ def scan_reference(
         s_k = torch.einsum("bhij,bhj->bhi", state, k_t)
         written = (1 - b_t)[..., None] * state + (b_t * (v_t - s_k))[..., None] * k_t[..., None, :]
         state = torch.where(m_t[..., None], written, state)
-        reads.append(rho_t * m_t)
+        reads.append(torch.where(m_t, rho_t, 0.0))
     return torch.stack(reads, dim=1), state
 
 
@@ -184,7 +187,7 @@ def read_only(q: Tensor, state: Tensor, valid: Tensor | None = None) -> Tensor:
     with torch.autocast(q.device.type, enabled=False):
         reads = torch.einsum("bhij,bthj->bthi", state.to(dtype), q.to(dtype))
     if valid is not None:
-        reads = reads * valid[..., None, None].to(dtype)
+        reads = torch.where(valid[..., None, None], reads, 0.0)
     return reads
 
 
