@@ -129,12 +129,12 @@ class DeltaMemLightning(L.LightningModule):
         if batch["write_input_ids"].shape[1] > 0:
             segments = batch["write_segment_ids"] if model.memory_config.write == "ssw" else None
             model.write_history(batch["write_input_ids"], batch["write_attention_mask"], segments)
-        written = torch.stack(
-            [
-                m.current_state(batch["read_input_ids"].shape[0], self.device).flatten(1).norm(dim=1)
-                for m in model.memory_layers.values()
+        with torch.no_grad():  # a logged statistic, not part of the loss
+            batch_size = batch["read_input_ids"].shape[0]
+            norms = [
+                m.current_state(batch_size, self.device).flatten(1).norm(dim=1) for m in model.memory_layers.values()
             ]
-        ).mean()
+            written = torch.stack(norms).mean()
         out = model(
             input_ids=batch["read_input_ids"], attention_mask=batch["read_attention_mask"], write=False, use_cache=False
         )
@@ -152,14 +152,12 @@ class DeltaMemLightning(L.LightningModule):
         }
 
     def _read_beta_mean(self, mask: Tensor) -> Tensor:
-        """Mean β over valid read tokens, gates and layers (the release divided by tokens only)."""
-        valid = mask.bool()
-        total, count = 0.0, 0
-        for memory in self.model.memory_layers.values():
-            beta = memory.last_beta  # (B, T, H, r)
-            total = total + (beta * valid[..., None, None]).sum()
-            count += int(valid.sum()) * beta.shape[-1] * beta.shape[-2]
-        return total / max(count, 1)
+        """Mean β over valid read tokens, gates and layers (the release divided by tokens only).
+        Stays on the device: no host synchronisation."""
+        betas = torch.stack([m.last_beta for m in self.model.memory_layers.values()])  # (L, B, T, H, r)
+        valid = mask.to(betas.dtype)[None, :, :, None, None]
+        per_token = betas.shape[0] * betas.shape[-1] * betas.shape[-2]
+        return (betas * valid).sum() / (valid.sum() * per_token).clamp_min(1)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         parts = self.episode_loss(batch)
