@@ -1,0 +1,289 @@
+"""LoCoMo (snap-research/locomo): long multi-session conversations with QA, scored by stemmed token F1.
+
+One context per conversation (sample); its questions point at it. Protocols:
+- "paper": categories 1-4 in the overall score (1,540 questions); category 5 (adversarial), when
+  `include_adversarial`, is scored and reported per category but kept out of `overall`.
+- "official": the same prompts and metric, but category 5 counts in `overall` when included.
+`score` gives fractions in [0, 1]; `aggregate` and `PAPER_NUMBERS` are percentages.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+from evals.text_metrics import first_nonempty_line, locomo_f1, weighted_means
+from evals.types import BenchmarkDataError, Context, Generation, Item
+
+# Qwen3-4B-Instruct-2507, F1 % (categories 1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop).
+PAPER_NUMBERS: dict[str, dict[str, float]] = {
+    "frozen": {"overall": 40.79, "1": 38.39, "2": 32.89, "3": 10.77, "4": 48.05},
+    "tsw": {"overall": 46.53},
+    "ssw": {"overall": 47.05},
+    "msw": {"overall": 49.12},
+}
+
+CATEGORY_NAMES = {1: "multi_hop", 2: "temporal", 3: "open_domain", 4: "single_hop", 5: "adversarial"}
+CONDITIONS = ("full_context", "no_context", "memory_only", "recent_window")
+NOT_MENTIONED = "Not mentioned in the conversation"
+ADVERSARIAL_PHRASES = ("no information available", "not mentioned")
+
+SYSTEM_PROMPT = (
+    "You are a helpful assistant. Read the long-term conversation between two people carefully and "
+    "answer questions about what was said in it."
+)
+QA_INSTRUCTION = (
+    "Using the conversation, answer the question with a short phrase. Whenever possible, use the "
+    "exact words from the conversation."
+)
+TEMPORAL_SUFFIX = " Use the DATE of the conversation to give an approximate date."
+_SESSION_KEY = re.compile(r"^session_(\d+)$")
+_DROP_FROM_OUTPUT = ("(a)", "(b)", "answer:")
+
+
+class LoCoMo:
+    """The LoCoMo QA benchmark (see the module docstring for protocols and conditions)."""
+
+    name = "locomo"
+
+    def __init__(
+        self,
+        source: str,
+        categories: Sequence[int] = (1, 2, 3, 4),
+        protocol: str = "paper",
+        include_adversarial: bool = False,
+        seed: int = 42,
+        window_turns: int | None = None,
+        window_chars: int = 8000,
+    ) -> None:
+        if protocol not in ("paper", "official"):
+            raise ValueError(f"unknown LoCoMo protocol {protocol!r} (expected 'paper' or 'official')")
+        self.source = str(source)
+        self.protocol = protocol
+        self.include_adversarial = bool(include_adversarial)
+        self.categories = tuple(sorted({int(c) for c in categories} | ({5} if include_adversarial else set())))
+        self.seed = int(seed)
+        self.window_turns = window_turns
+        self.window_chars = int(window_chars)
+
+    # ----------------------------------------------------------------- loading
+    def _records(self) -> list[dict[str, Any]]:
+        path = Path(self.source)
+        if path.exists():
+            with path.open(encoding="utf-8") as handle:
+                data = json.load(handle)
+        else:  # a hub id
+            import datasets
+
+            data = [dict(row) for row in datasets.load_dataset(self.source, split="train")]
+        if not isinstance(data, list):
+            raise BenchmarkDataError(f"{self.source}: expected a JSON list of samples, got {type(data).__name__}")
+        return data
+
+    def load(self) -> tuple[list[Context], list[Item]]:
+        """Parse the samples into one context per conversation and the selected questions."""
+        contexts: list[Context] = []
+        items: list[Item] = []
+        question_index = 0
+        for s_index, sample in enumerate(self._records()):
+            where = f"{self.source}: sample {s_index}"
+            if not isinstance(sample, dict) or "sample_id" not in sample:
+                raise BenchmarkDataError(f"{where}: missing field 'sample_id'")
+            sample_id = str(sample["sample_id"])
+            where = f"{where} ({sample_id})"
+            for key in ("conversation", "qa"):
+                if not isinstance(sample.get(key), (dict, list)):
+                    raise BenchmarkDataError(f"{where}: missing field {key!r}")
+            context = self._context(sample_id, sample["conversation"], where)
+            contexts.append(context)
+            for qa_index, qa in enumerate(sample["qa"]):
+                item = self._item(qa, sample_id, qa_index, question_index, f"{where}, qa {qa_index}")
+                question_index += 1
+                if item is not None:
+                    items.append(item)
+        return contexts, items
+
+    def _context(self, sample_id: str, conversation: dict[str, Any], where: str) -> Context:
+        for key in ("speaker_a", "speaker_b"):
+            if not conversation.get(key):
+                raise BenchmarkDataError(f"{where}: conversation missing field {key!r}")
+        numbers = sorted(
+            int(m.group(1)) for k, v in conversation.items() if (m := _SESSION_KEY.match(k)) and v is not None
+        )
+        sessions = []
+        for number in numbers:
+            key = f"session_{number}"
+            date = conversation.get(f"{key}_date_time")
+            if not date:
+                raise BenchmarkDataError(f"{where}: conversation missing field '{key}_date_time'")
+            turns = []
+            for t_index, turn in enumerate(conversation[key]):
+                for field in ("speaker", "dia_id", "text"):
+                    if not isinstance(turn, dict) or field not in turn:
+                        raise BenchmarkDataError(f"{where}: {key} turn {t_index} missing field {field!r}")
+                caption = turn.get("blip_caption")
+                turns.append(
+                    {"speaker": str(turn["speaker"]), "dia_id": str(turn["dia_id"]), "text": str(turn["text"])}
+                    | ({"caption": str(caption)} if caption else {})
+                )
+            sessions.append({"number": number, "date": str(date), "turns": turns})
+        meta = {"speaker_a": str(conversation["speaker_a"]), "speaker_b": str(conversation["speaker_b"])}
+        context = Context(id=sample_id, meta={**meta, "sessions": sessions})
+        context.messages = [{"role": "user", "content": render_session(s)} for s in sessions]
+        context.text = "\n\n".join(m["content"] for m in context.messages)
+        return context
+
+    def _item(self, qa: Any, sample_id: str, qa_index: int, question_index: int, where: str) -> Item | None:
+        if not isinstance(qa, dict):
+            raise BenchmarkDataError(f"{where}: expected an object, got {type(qa).__name__}")
+        for field in ("question", "category", "evidence"):
+            if field not in qa or qa[field] is None:
+                raise BenchmarkDataError(f"{where}: missing field {field!r}")
+        category = int(qa["category"])
+        if category not in CATEGORY_NAMES:
+            raise BenchmarkDataError(f"{where}: field 'category' is {category}, expected 1-5")
+        if category not in self.categories:
+            return None
+        meta: dict[str, Any] = {
+            "evidence": list(qa["evidence"]),
+            "question_index": question_index,
+            "qa_index": qa_index,
+            "category_name": CATEGORY_NAMES[category],
+        }
+        if category == 5:
+            if qa.get("adversarial_answer") is None:
+                raise BenchmarkDataError(f"{where}: missing field 'adversarial_answer'")
+            meta["adversarial_answer"] = str(qa["adversarial_answer"])
+            # Official multiple-choice framing, option order drawn from (seed, question index).
+            meta["not_mentioned_first"] = random.Random(self.seed * 1_000_003 + question_index).random() < 0.5
+            answers = [NOT_MENTIONED]
+        else:
+            if qa.get("answer") is None:
+                raise BenchmarkDataError(f"{where}: missing field 'answer'")
+            answers = [str(qa["answer"])]
+        item_id = f"{sample_id}:q{qa_index}"
+        return Item(item_id, str(qa["question"]), answers, sample_id, str(category), meta)
+
+    # ----------------------------------------------------------------- prompting
+    def history_messages(self, context: Context) -> list[dict[str, str]]:
+        """The conversation as chat messages, one user turn per session, oldest first (for memory)."""
+        return [dict(m) for m in context.messages]
+
+    def history_text(self, context: Context) -> str:
+        """The conversation as plain text, sessions oldest first."""
+        return context.text
+
+    def question_text(self, item: Item) -> str:
+        """The question with the category-2 date request or the category-5 choices appended."""
+        question = item.question
+        if item.category == "2":
+            question += TEMPORAL_SUFFIX
+        elif item.category == "5":
+            options = [NOT_MENTIONED, item.meta["adversarial_answer"]]
+            if not item.meta.get("not_mentioned_first", True):
+                options.reverse()
+            question += f" Select the correct answer: (a) {options[0]} (b) {options[1]}."
+        return question
+
+    def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
+        """System + one user turn; the history appears under full_context and recent_window only."""
+        if condition not in CONDITIONS:
+            raise ValueError(f"unknown condition {condition!r} (expected one of {CONDITIONS})")
+        qa = f"{QA_INSTRUCTION}\n\nQuestion: {self.question_text(item)}"
+        if condition in ("no_context", "memory_only"):
+            user = qa
+        else:
+            if context is None:
+                raise ValueError(f"condition {condition!r} needs the item's context")
+            sessions = context.meta["sessions"]
+            if condition == "recent_window":
+                sessions = self._recent_sessions(sessions)
+            user = f"{conversation_header(context)}\n\n{render_sessions(sessions)}\n\n{qa}"
+        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+
+    def _recent_sessions(self, sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The latest turns: `window_turns` of them, else as many whole turns as fit `window_chars`."""
+        flat = [(s, t) for s in sessions for t in s["turns"]]
+        if self.window_turns is not None:
+            keep = flat[len(flat) - min(len(flat), int(self.window_turns)) :]
+        else:
+            keep, used = [], 0
+            for session, turn in reversed(flat):
+                used += len(render_turn(turn)) + 1
+                if used > self.window_chars:
+                    break
+                keep.insert(0, (session, turn))
+        out: list[dict[str, Any]] = []
+        for session, turn in keep:
+            if not out or out[-1]["number"] != session["number"]:
+                out.append({"number": session["number"], "date": session["date"], "turns": []})
+            out[-1]["turns"].append(turn)
+        return out
+
+    def generation(self, item: Item) -> Generation:
+        """Sampling T=0.4, top-p 0.9, top-k 10, 50 new tokens, seed = seed + question index."""
+        seed = self.seed + int(item.meta["question_index"])
+        return Generation(max_new_tokens=50, do_sample=True, temperature=0.4, top_p=0.9, top_k=10, seed=seed)
+
+    # ----------------------------------------------------------------- scoring
+    def score(self, output: str, item: Item) -> dict[str, float]:
+        """Post-process (first line, lowercase, drop "(a)"/"(b)"/"answer:") and score by category."""
+        return {"f1": score_locomo(postprocess(output), item.answers[0] if item.answers else "", item.category)}
+
+    def aggregate(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Question-weighted F1 (%) overall and per category (category 5 kept out of overall under "paper")."""
+        excluded = ("5",) if self.protocol == "paper" else ()
+        means = weighted_means(rows, ("f1",), exclude_from_overall=excluded)
+        return {"overall": means["f1"], **means, "protocol": self.protocol}
+
+
+def postprocess(output: str) -> str:
+    """First non-empty line, lowercased, without "(a)", "(b)" and "answer:"."""
+    text = first_nonempty_line(output).lower()
+    for junk in _DROP_FROM_OUTPUT:
+        text = text.replace(junk, "")
+    return text.strip()
+
+
+def score_locomo(prediction: str, gold: str | int, category: str | int | None) -> float:
+    """LoCoMo's per-category rule on an already post-processed prediction."""
+    category, gold = str(category), str(gold)
+    if category == "5":
+        lowered = prediction.lower()
+        return float(any(phrase in lowered for phrase in ADVERSARIAL_PHRASES))
+    if category == "1":
+        predicted = [p.strip() for p in prediction.split(",")]
+        golds = [g.strip() for g in gold.split(",")]
+        return sum(max(locomo_f1(p, g) for p in predicted) for g in golds) / len(golds)
+    if category == "3":
+        gold = gold.split(";")[0].strip()
+    return locomo_f1(prediction, gold)
+
+
+def render_turn(turn: dict[str, str]) -> str:
+    """`{speaker} said, "{text}"`, plus ` and shared {caption}.` for an image turn."""
+    line = f'{turn["speaker"]} said, "{turn["text"]}"'
+    return line + (f" and shared {turn['caption']}." if turn.get("caption") else "")
+
+
+def render_session(session: dict[str, Any]) -> str:
+    """A `DATE:` line, a `CONVERSATION:` line, then one line per turn."""
+    turns = "\n".join(render_turn(t) for t in session["turns"])
+    return f"DATE: {session['date']}\nCONVERSATION:\n{turns}"
+
+
+def render_sessions(sessions: Sequence[dict[str, Any]]) -> str:
+    """Sessions most recent first, blank-line separated (the official prompt order)."""
+    return "\n\n".join(render_session(s) for s in reversed(sessions))
+
+
+def conversation_header(context: Context) -> str:
+    """The line naming both speakers that opens the history."""
+    a, b = context.meta["speaker_a"], context.meta["speaker_b"]
+    return (
+        f"Below is a conversation between {a} and {b} over several days. Each session starts with "
+        "the DATE on which it took place; the most recent session comes first."
+    )

@@ -1,0 +1,66 @@
+"""The shapes every benchmark module shares: contexts, questions, and the benchmark protocol.
+
+A benchmark loads *contexts* (a LoCoMo conversation, a MemoryAgentBench row, a HotpotQA passage
+set; empty for IFEval/GPQA) and *items* (questions pointing at their context). The runner injects
+a context once and asks all of its items ("inject once, query many"), so nothing here re-encodes
+a shared history per question.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
+
+
+class BenchmarkDataError(ValueError):
+    """A data file that does not match the benchmark's upstream schema (file, record, field named)."""
+
+
+@dataclass
+class Context:
+    id: str
+    messages: list[dict[str, str]] = field(default_factory=list)  # a chat history (role/content)
+    text: str = ""  # or a plain-text history
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Item:
+    id: str
+    question: str
+    answers: list[str]  # gold answer(s) / aliases; may be empty (IFEval)
+    context_id: str | None = None
+    category: str | None = None  # category / sub-task / source used by aggregation
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Generation:
+    """Decoding settings a protocol prescribes for an item."""
+
+    max_new_tokens: int
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+
+
+class Benchmark(Protocol):
+    name: str
+
+    def load(self) -> tuple[list[Context], list[Item]]: ...
+
+    def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
+        """The chat messages to send for `item` under `condition` (the history only where shown)."""
+        ...
+
+    def generation(self, item: Item) -> Generation: ...
+
+    def score(self, output: str, item: Item) -> dict[str, float]:
+        """Post-process the raw output and score it; returns named metrics (e.g. {"f1": 0.5})."""
+        ...
+
+    def aggregate(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        """Overall and per-category scores from per-item rows ({"category": ..., metrics...})."""
+        ...
