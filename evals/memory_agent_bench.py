@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import json
 import re
-import string
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
+from evals.text_metrics import normalize_answer, token_prf
 from evals.types import BenchmarkDataError, Context, Generation, Item
 
 SPLITS = ("Accurate_Retrieval", "Test_Time_Learning", "Long_Range_Understanding", "Conflict_Resolution")
@@ -75,13 +75,6 @@ def clip_context(text: str, max_chars: int | None, marker: str = TRUNCATION_MARK
     return text[:head] + marker + text[len(text) - (max_chars - head) :]
 
 
-def normalize_answer(text: str) -> str:
-    """Lowercase, drop punctuation and articles (a/an/the), collapse whitespace."""
-    text = "".join(ch for ch in text.lower() if ch not in string.punctuation)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
 def exact_match(output: str, aliases: Sequence[str]) -> float:
     """1.0 when the whole normalised output equals some normalised alias."""
     pred = normalize_answer(output)
@@ -102,14 +95,7 @@ def substring_exact_match(output: str, aliases: Sequence[str]) -> float:
 def token_f1(output: str, aliases: Sequence[str]) -> float:
     """Best token-level F1 (normalised bag of words) over the aliases."""
     pred = normalize_answer(output).split()
-    best = 0.0
-    for alias in aliases:
-        gold = normalize_answer(alias).split()
-        overlap = sum((Counter(pred) & Counter(gold)).values())
-        if overlap:
-            precision, recall = overlap / len(pred), overlap / len(gold)
-            best = max(best, 2 * precision * recall / (precision + recall))
-    return best
+    return max((token_prf(pred, normalize_answer(alias).split())[2] for alias in aliases), default=0.0)
 
 
 _NUMBERED = re.compile(r"^\s*(?:\d{1,2}\s*[.)]|#\d+|[-*•])\s*")
