@@ -105,24 +105,9 @@ def test_read_before_write_and_row_gates_on_one_step():
     assert torch.equal(reads[0, 0, 0], torch.tensor([1.0, 3.0]))  # S q with the old S
     # row 0: 0.5*[1,2] + 0.5*(10 - 2)*[0,1] = [0.5, 5.0]; row 1: 0.75*[3,4] + 0.25*(20 - 4)*[0,1] = [2.25, 7.0]
     assert torch.allclose(final[0, 0], torch.tensor([[0.5, 5.0], [2.25, 7.0]]))
-    chunked_reads, chunked_final = delta_scan(
-        q.expand(1, 3, 1, r),
-        k.expand(1, 3, 1, r),
-        v.expand(1, 3, 1, r),
-        beta.expand(1, 3, 1, r),
-        None,
-        S,
-        impl="chunked",
-    )
-    ref_reads, ref_final = delta_scan(
-        q.expand(1, 3, 1, r),
-        k.expand(1, 3, 1, r),
-        v.expand(1, 3, 1, r),
-        beta.expand(1, 3, 1, r),
-        None,
-        S,
-        impl="reference",
-    )
+    steps = [x.expand(1, 3, 1, r) for x in (q, k, v, beta)]  # the same token three times
+    chunked_reads, chunked_final = delta_scan(*steps, None, S, impl="chunked")
+    ref_reads, ref_final = delta_scan(*steps, None, S, impl="reference")
     assert torch.allclose(chunked_final, ref_final, atol=1e-6)
     assert torch.allclose(chunked_reads, ref_reads, atol=1e-6)
 
