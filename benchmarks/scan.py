@@ -23,6 +23,7 @@ from torch import Tensor
 
 from benchmarks.common import base_parser, compose_config, int_list
 from benchmarks.timing import Variant, arguments, case, environment, measure_interleaved, report
+from deltamem.kernels.chunk_scan import triton_available
 from deltamem.scan import delta_scan
 
 Inputs = tuple[Tensor, Tensor, Tensor, Tensor]
@@ -101,12 +102,15 @@ def main(argv: list[str] | None = None) -> dict:
     chunk = args.chunk_size or memory_config.scan_chunk_size
     cases = []
     for T in args.lengths:
-        impls = ["chunked"] + (["reference"] if args.include_reference or T <= args.reference_max_t else [])
+        impls = ["chunked"] + (["triton"] if device.type == "cuda" and triton_available() else [])
+        impls += ["reference"] if args.include_reference or T <= args.reference_max_t else []
         for H in args.heads:
             inputs = make_inputs(args.batch, T, H, args.rank, device, dtype, args.seed)
             variants = [v for impl in impls for v in scan_variants(inputs, impl, chunk, args.seed)]
             stats = measure_interleaved(variants, args.reps, args.warmup, device)
             ratios = [("chunked_fwd_bwd", "chunked_fwd")]
+            if "triton" in impls:
+                ratios += [("chunked_fwd", "triton_fwd"), ("chunked_fwd_bwd", "triton_fwd_bwd")]
             if "reference" in impls:
                 ratios += [("reference_fwd", "chunked_fwd"), ("reference_fwd_bwd", "chunked_fwd_bwd")]
             params = {

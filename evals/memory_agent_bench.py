@@ -228,6 +228,10 @@ class MemoryAgentBench:
                     )
         return contexts, items
 
+    def history_messages(self, context: Context) -> list[dict[str, str]]:
+        """The (clipped) context as one user message, what memory methods memorise."""
+        return [{"role": "user", "content": f"Memory context:\n{context.text}"}]
+
     def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
         """The unified prompt; the history is shown only under full_context / recent_window."""
         if condition not in CONDITIONS:

@@ -128,6 +128,14 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def _in_hf_cache(repo_id: str) -> bool:
+    """Whether the local HF cache holds the repo's config (no network: transformers' offline
+    lookups can still spend tens of seconds retrying HTTP requests for optional files)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
 def _unavailable(spec: BackboneSpec, error: Exception | None) -> BackboneUnavailableError:
     hints = [f"backbone.path=/local/folder (an HF folder of {spec.hub_id or spec.name})"]
     if spec.gguf_package:
@@ -165,8 +173,11 @@ def load_model(spec: BackboneSpec) -> tuple[nn.Module, str]:
     if model is None and spec.source in ("auto", "hub"):
         if not spec.hub_id:
             raise ValueError(f"backbone {spec.name}: no hub_id, path or random_init given")
-        try:  # unreachable hub: only the local HF cache is tried
-            extra = {} if _hub_reachable() else {"local_files_only": True}
+        try:  # unreachable hub: only the local HF cache is tried, and only if it holds the model
+            reachable = _hub_reachable()
+            if not reachable and not _in_hf_cache(spec.hub_id):
+                raise OSError(f"{spec.hub_id} is not in the local Hugging Face cache and the hub is unreachable")
+            extra = {} if reachable else {"local_files_only": True}
             model, origin = _from_pretrained(spec.hub_id, spec, **extra), f"hub:{spec.hub_id}"
         except OSError as exc:  # offline and not cached, unknown repo, gated
             error = exc
@@ -199,6 +210,8 @@ def load_tokenizer(spec: BackboneSpec, loaded_from: str) -> Any | None:
         kind, _, where = loaded_from.partition(":")
         if kind == "path":
             source = where
+            if spec.gguf_file and (Path(where) / spec.gguf_file).is_file():
+                kwargs = {"gguf_file": spec.gguf_file}
         elif kind == "gguf_package":
             folder = _gguf_dir(spec)
             source, kwargs = str(folder), {"gguf_file": spec.gguf_file}

@@ -158,6 +158,15 @@ class EpisodeBuilder:
                     break
         if all(label == IGNORE_INDEX for label in labels):
             raise EpisodeError("the answer produced no label tokens")
+        content_at = full.find(answer["content"], len(prompt)) if answer["content"] else -1
+        if content_at >= 0:  # labels must reach the answer's last token, not stop at an early "end of turn"
+            end = content_at + len(answer["content"])
+            last = max(t for t, offset in enumerate(offsets) if offset < end)
+            if labels[last] == IGNORE_INDEX:
+                raise EpisodeError(
+                    f"labels stop before the answer ends: the tokenizer's eos {self.tokenizer.eos_token!r} occurs "
+                    "inside the answer's template span; the eos token must be the chat template's end of turn"
+                )
         return ids, labels
 
     def build(self, messages: Sequence[dict[str, str]]) -> Episode:

@@ -7,7 +7,7 @@ For every sequence, state head and token t (METHOD.md §3), with S ∈ R^{r×r}:
 
 Invalid (padding) tokens neither read (ρ_t = 0) nor write (S_t = S_{t-1}).
 
-Two implementations share one public function, `delta_scan`:
+Three implementations share one public function, `delta_scan`:
 
 * `reference` — a readable loop over tokens, the oracle for tests.
 * `chunked` — the parallel form for training and prefill. Row i of S evolves on its own,
@@ -20,17 +20,22 @@ Two implementations share one public function, `delta_scan`:
   chained by a parallel prefix scan (⌈log2(T/C)⌉ steps of tiny r×r products); all decays are
   ratios γ_t/γ_j ≤ 1 computed in log space, so no chunk can overflow.
 
-A GPU kernel can join as a third `impl` with the same contract.
+* `triton` — the same chunked algebra as one Triton kernel per direction
+  (deltamem.kernels.chunk_scan): a program per (sequence, head, state row) carries its row across
+  chunks; forward and backward both solve each chunk's triangular system with matrix ops.
+  `auto` picks it for fp32 CUDA tensors when triton imports, unless DELTAMEM_TRITON_SCAN=0.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from typing import Literal
 
 import torch
 from torch import Tensor
 
-ScanImpl = Literal["auto", "reference", "chunked"]
+ScanImpl = Literal["auto", "reference", "chunked", "triton"]
 
 _LOG_FLOOR = 1e-30  # 1 − β is floored here before the log: β → 1 in fp32 would give log 0.
 
@@ -53,8 +58,9 @@ def delta_scan(
         v: (B, T, H, r) values; beta: (B, T, H, r) write gates in (0, 1), one per state row.
         valid: (B, T) bool, False for padding. None means every token is valid.
         initial_state: (B, H, r, r) state before the first token (zeros if None).
-        impl: `reference`, `chunked`, or `auto` (chunked for T > 1, one step for T == 1).
-        chunk_size: chunk length C of the parallel form.
+        impl: `reference`, `chunked`, `triton`, or `auto`: triton for fp32 CUDA tensors when triton
+            imports and DELTAMEM_TRITON_SCAN != "0", else chunked for T > 1 and one step for T == 1.
+        chunk_size: chunk length C of the chunked form (the triton kernel keeps its own, tuned C).
 
     Returns:
         reads: (B, T, H, r) ρ_t = S_{t-1} q_t, zero at invalid tokens.
@@ -73,13 +79,25 @@ def delta_scan(
         initial_state = k.new_zeros(B, H, r, r)
     initial_state = initial_state.to(dtype)
     if impl == "auto":
-        impl = "reference" if T <= 1 else "chunked"
+        impl = "triton" if _use_triton(k) else "reference" if T <= 1 else "chunked"
     with torch.autocast(k.device.type, enabled=False):  # the recurrence always runs in fp32 (or fp64)
         if impl == "reference":
             return scan_reference(q, k, v, beta, valid, initial_state)
         if impl == "chunked":
             return scan_chunked(q, k, v, beta, valid, initial_state, chunk_size=chunk_size)
-    raise ValueError(f"unknown scan impl {impl!r}; expected auto, reference or chunked")
+        if impl == "triton":  # imported here: triton is optional and slow to import
+            from deltamem.kernels.chunk_scan import scan_triton
+
+            reads, final = scan_triton(q, k, v, beta, valid, initial_state)
+            return reads.to(dtype), final.to(dtype)  # computed in fp32 (fp64 inputs are not kept)
+    raise ValueError(f"unknown scan impl {impl!r}; expected auto, reference, chunked or triton")
+
+
+def _use_triton(k: Tensor) -> bool:
+    """`auto` picks the Triton kernel for fp32 CUDA tensors, unless DELTAMEM_TRITON_SCAN=0."""
+    if k.device.type != "cuda" or k.dtype != torch.float32 or os.environ.get("DELTAMEM_TRITON_SCAN") == "0":
+        return False
+    return importlib.util.find_spec("triton") is not None
 
 
 def scan_reference(

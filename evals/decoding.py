@@ -1,0 +1,333 @@
+"""Batched chat decoding with a shared prefix: "inject once, query many".
+
+`ChatDecoder.generate` answers several prompts that usually share a long head (the same
+conversation followed by different questions):
+
+1. the longest common token prefix of the prompts is run **once** (in chunks if long), its KV
+   cache and the backend's recurrent state (δ-mem) kept — and reused by the next call whose
+   prompts start with the same prefix (the next batch of the same context);
+2. per batch, the cache and state are copied to the batch size, each prompt's own tail is
+   left-padded *between* the prefix and the tail (mask 0 there, explicit position ids continuing
+   from the prefix, so padding shifts nothing), and decoding runs with per-row settings: greedy or
+   sampling with its own temperature / top-k / top-p and its own seeded generator, so a row's
+   tokens never depend on which other rows share its batch.
+
+Prompts longer than the window lose tokens from the middle of the shared prefix (the head with
+the instructions and the tail next to the question stay), recorded as `truncated_tokens`.
+
+The backend is where methods differ: `DecoderBackend` is the frozen model; δ-mem's backend
+turns writes on/off per phase and snapshots its state; a kNN/MLP-memory backend mixes logits.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from evals.methods import Answer
+from evals.types import Generation
+
+
+class DecoderBackend:
+    """Forward calls of a frozen causal LM; subclasses add recurrent state or logit mixing."""
+
+    wants_segments = False  # True: `forward` needs per-token message ids (δ-mem SSW)
+
+    def __init__(self, model: Any):
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: Tensor,  # (B, T)
+        attention_mask: Tensor,  # (B, past + T)
+        position_ids: Tensor,  # (B, T)
+        cache: Any,
+        phase: str,  # "prefix" | "prompt" | "decode"
+        segment_ids: Tensor | None = None,  # (B, T) when wants_segments
+    ) -> tuple[Tensor, Any]:
+        """Logits of the last position (B, V) in fp32 and the updated cache."""
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=1,
+            **cache_kwargs(self.model, cache),
+        )
+        return out.logits[:, -1].float(), returned_cache(out)
+
+    def save_state(self) -> Any:
+        """The recurrent state after a prefix (None: the backbone has none)."""
+        return None
+
+    def load_state(self, saved: Any, batch: int) -> None:
+        """Restore `save_state`'s result for `batch` rows (fresh state when `saved` is None)."""
+
+
+def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
+    """The KV-cache keyword of this transformers version (`cache` from 5.2x, `past_key_values` before)."""
+    return {_cache_keyword(type(model)): cache}
+
+
+@functools.cache
+def _cache_keyword(model_type: type) -> str:
+    return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"
+
+
+def returned_cache(output: Any) -> Any:
+    cache = output.get("cache")
+    return cache if cache is not None else output.get("past_key_values")
+
+
+@dataclass
+class _Prefix:
+    ids: tuple[int, ...]
+    cache: Any
+    state: Any
+
+
+class ChatDecoder:
+    """Renders chats with the backbone's template and generates answers in batches."""
+
+    def __init__(
+        self,
+        backend: DecoderBackend,
+        tokenizer: Any,
+        max_context_tokens: int,
+        batch_size: int = 8,
+        prefill_chunk: int = 4096,
+        chat_template_kwargs: dict[str, Any] | None = None,
+        stop_check_every: int = 8,
+    ):
+        self.backend = backend
+        self.tokenizer = tokenizer
+        self.max_context_tokens = int(max_context_tokens)
+        self.batch_size = int(batch_size)
+        self.prefill_chunk = int(prefill_chunk)
+        self.template_kwargs = dict(chat_template_kwargs or {})
+        self.stop_check_every = int(stop_check_every)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.stop_ids = _stop_ids(tokenizer, backend.model)
+        self._prefix: _Prefix | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.backend.model.parameters()).device
+
+    # ----------------------------------------------------------------- prompts
+    def render(self, messages: Sequence[dict[str, str]]) -> str:
+        return self.tokenizer.apply_chat_template(
+            list(messages), tokenize=False, add_generation_prompt=True, **self.template_kwargs
+        )
+
+    def encode(self, messages: Sequence[dict[str, str]]) -> list[int]:
+        return self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"]
+
+    def forget_prefix(self) -> None:
+        """Drop the kept prefix (call when the method's memory changes)."""
+        self._prefix = None
+
+    # ----------------------------------------------------------------- generation
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[list[int]],
+        generations: Sequence[Generation],
+        segments: Sequence[list[int]] | None = None,
+    ) -> list[Answer]:
+        """One answer per prompt (token ids ending with the generation prompt)."""
+        if len(prompts) != len(generations):
+            raise ValueError(f"{len(prompts)} prompts but {len(generations)} generation settings")
+        if not prompts:
+            return []
+        if any(len(p) == 0 for p in prompts):
+            raise ValueError("empty prompt")
+        if segments is None:
+            segments = [[-1] * len(p) for p in prompts]
+        budget = self.max_context_tokens - max(g.max_new_tokens for g in generations)
+        if budget < 2:
+            raise ValueError(
+                f"max_new_tokens={max(g.max_new_tokens for g in generations)} leaves no room for a prompt in a "
+                f"{self.max_context_tokens}-token context window"
+            )
+        shared = _common_prefix_length(prompts)
+        prefix, prefix_segments, tails, tail_segments, dropped = _fit(prompts, segments, shared, budget)
+        prefix_state = self._run_prefix(prefix, prefix_segments)
+        answers: list[Answer] = [None] * len(prompts)  # type: ignore[list-item]
+        order = sorted(range(len(prompts)), key=lambda i: len(tails[i]))  # similar lengths share a batch
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            outs = self._generate_batch(
+                prefix_state, [tails[i] for i in rows], [tail_segments[i] for i in rows], [generations[i] for i in rows]
+            )
+            for i, tokens in zip(rows, outs):
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                answers[i] = Answer(text, len(prefix) + len(tails[i]), len(tokens), dropped[i])
+        return answers
+
+    def _run_prefix(self, prefix: list[int], segments: list[int]) -> _Prefix:
+        ids = tuple(prefix)
+        if self._prefix is not None and self._prefix.ids == ids:
+            return self._prefix
+        self._prefix = None  # free the old cache before building a new one
+        self.backend.load_state(None, 1)
+        cache = None
+        device = self.device
+        for start in range(0, len(ids), self.prefill_chunk):
+            chunk = torch.tensor([ids[start : start + self.prefill_chunk]], device=device)
+            seg = torch.tensor([segments[start : start + self.prefill_chunk]], device=device)
+            end = start + chunk.shape[1]
+            mask = torch.ones(1, end, dtype=torch.long, device=device)
+            positions = torch.arange(start, end, device=device)[None]
+            _, cache = self.backend.forward(chunk, mask, positions, cache, "prefix", seg)
+        self._prefix = _Prefix(ids, cache, self.backend.save_state() if ids else None)
+        return self._prefix
+
+    def _generate_batch(
+        self, prefix: _Prefix, tails: list[list[int]], tail_segments: list[list[int]], settings: list[Generation]
+    ) -> list[list[int]]:
+        device, B, P = self.device, len(tails), len(prefix.ids)
+        width = max(len(t) for t in tails)
+        ids = torch.full((B, width), self.pad_id, dtype=torch.long)
+        seg = torch.full((B, width), -1, dtype=torch.long)
+        tail_mask = torch.zeros(B, width, dtype=torch.long)
+        for i, (tail, tseg) in enumerate(zip(tails, tail_segments)):
+            ids[i, width - len(tail) :] = torch.tensor(tail)
+            seg[i, width - len(tail) :] = torch.tensor(tseg)
+            tail_mask[i, width - len(tail) :] = 1
+        ids, seg, tail_mask = ids.to(device), seg.to(device), tail_mask.to(device)
+        mask = torch.cat([torch.ones(B, P, dtype=torch.long, device=device), tail_mask], dim=1)
+        positions = (P + tail_mask.cumsum(1) - 1).clamp(min=P)
+        cache = None
+        if P:
+            cache = copy.deepcopy(prefix.cache)
+            if B > 1:
+                cache.batch_repeat_interleave(B)
+        self.backend.load_state(prefix.state, B)
+        logits, cache = self.backend.forward(ids, mask, positions, cache, "prompt", seg)
+
+        sampler = _RowSampler(settings, device)
+        limit = torch.tensor([g.max_new_tokens for g in settings], device=device)
+        stops = torch.tensor(sorted(self.stop_ids), device=device)
+        done = torch.zeros(B, dtype=torch.bool, device=device)
+        out = torch.full((B, int(limit.max())), self.pad_id, dtype=torch.long, device=device)
+        lengths = torch.zeros(B, dtype=torch.long, device=device)
+        position = positions[:, -1]
+        for step in range(int(limit.max())):
+            token = sampler(logits)  # (B,)
+            done |= step >= limit
+            finished_now = ~done & torch.isin(token, stops)
+            writing = ~done & ~finished_now
+            out[:, step] = torch.where(writing, token, self.pad_id)
+            lengths += writing.long()
+            done |= finished_now
+            if (step + 1) % self.stop_check_every == 0 and bool(done.all()):
+                break
+            if step + 1 == int(limit.max()):
+                break
+            mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.long, device=device)], dim=1)
+            position = position + 1
+            next_ids = torch.where(done, self.pad_id, token)[:, None]
+            logits, cache = self.backend.forward(next_ids, mask, position[:, None], cache, "decode", None)
+        lengths = lengths.tolist()
+        return [out[i, : lengths[i]].tolist() for i in range(B)]
+
+
+class _RowSampler:
+    """Greedy or sampled next tokens with per-row settings and per-row seeded generators."""
+
+    def __init__(self, settings: Sequence[Generation], device: torch.device):
+        self.sample = [g.do_sample for g in settings]
+        self.any_sample = any(self.sample)
+        self.temperature = torch.tensor([max(g.temperature, 1e-5) for g in settings], device=device)[:, None]
+        self.top_k = [g.top_k for g in settings]
+        self.top_p = torch.tensor([g.top_p for g in settings], device=device)[:, None]
+        self.generators: list[torch.Generator | None] = []
+        for g in settings:
+            if g.do_sample:
+                gen = torch.Generator(device=device)
+                gen.manual_seed(0 if g.seed is None else int(g.seed))
+                self.generators.append(gen)
+            else:
+                self.generators.append(None)
+
+    def __call__(self, logits: Tensor) -> Tensor:  # logits (B, V) fp32 → (B,) long
+        greedy = logits.argmax(-1)
+        if not self.any_sample:
+            return greedy
+        probs = self._filtered_probs(logits)
+        picks = [
+            torch.multinomial(probs[i], 1, generator=gen)[0] if gen is not None else greedy[i]
+            for i, gen in enumerate(self.generators)
+        ]
+        return torch.stack(picks)
+
+    def _filtered_probs(self, logits: Tensor) -> Tensor:
+        scaled = logits / self.temperature
+        sorted_logits, order = scaled.sort(dim=-1, descending=True)  # (B, V)
+        ranks = torch.arange(scaled.shape[-1], device=scaled.device)[None]
+        k = torch.tensor([k if k > 0 else scaled.shape[-1] for k in self.top_k], device=scaled.device)[:, None]
+        sorted_logits = sorted_logits.masked_fill(ranks >= k, float("-inf"))
+        sorted_probs = sorted_logits.softmax(-1)
+        before = sorted_probs.cumsum(-1) - sorted_probs  # mass strictly above each token
+        sorted_logits = sorted_logits.masked_fill(before >= self.top_p, float("-inf"))  # keeps the top token
+        filtered = torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
+        return filtered.softmax(-1)
+
+
+def _stop_ids(tokenizer: Any, model: Any) -> set[int]:
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if isinstance(configured, int):
+        ids.add(configured)
+    elif configured:
+        ids.update(int(i) for i in configured)
+    return ids
+
+
+def _common_prefix_length(prompts: Sequence[list[int]]) -> int:
+    """Length of the longest common prefix, leaving every prompt at least one token of its own."""
+    limit = min(len(p) for p in prompts) - 1
+    first = prompts[0]
+    n = 0
+    while n < limit and all(p[n] == first[n] for p in prompts):
+        n += 1
+    return n
+
+
+def _fit(
+    prompts: Sequence[list[int]], segments: Sequence[list[int]], shared: int, budget: int
+) -> tuple[list[int], list[int], list[list[int]], list[list[int]], list[int]]:
+    """Split prompts into (shared prefix, tails), dropping tokens from the prefix's middle to fit `budget`."""
+    prefix, prefix_seg = list(prompts[0][:shared]), list(segments[0][:shared])
+    tails = [list(p[shared:]) for p in prompts]
+    tail_segs = [list(s[shared:]) for s in segments]
+    longest_tail = max(len(t) for t in tails)
+    if shared + longest_tail <= budget:
+        return prefix, prefix_seg, tails, tail_segs, [0] * len(prompts)
+    if longest_tail < budget:  # shrink the shared prefix only: sharing survives
+        keep = budget - longest_tail
+        head, tail = keep // 2, keep - keep // 2
+        cut = lambda xs: xs[:head] + xs[len(xs) - tail :]  # noqa: E731
+        return cut(prefix), cut(prefix_seg), tails, tail_segs, [shared - keep] * len(prompts)
+    # a tail alone is too long: cut each whole prompt on its own, nothing shared
+    fitted, fitted_segs, dropped = [], [], []
+    for p, s in zip(prompts, segments):
+        if len(p) <= budget:
+            fitted.append(list(p))
+            fitted_segs.append(list(s))
+            dropped.append(0)
+        else:
+            head, tail = budget // 2, budget - budget // 2
+            fitted.append(list(p[:head]) + list(p[len(p) - tail :]))
+            fitted_segs.append(list(s[:head]) + list(s[len(s) - tail :]))
+            dropped.append(len(p) - budget)
+    return [], [], fitted, fitted_segs, dropped

@@ -1,0 +1,346 @@
+"""The δ-mem scan (deltamem.scan) as a chunk-parallel Triton kernel, forward and backward.
+
+Row i of a head's state evolves on its own with the head's keys (see deltamem.scan):
+
+    s_t = a_t s_{t-1} − w_t k_t,   w_t = c_t (s_{t-1}·k_t) − u_t,   ρ_t = s_{t-1}·q_t,
+    a = 1 − β_i, c = β_i, u = β_i v_i   (a = 1, c = u = 0 at invalid tokens).
+
+One program per (batch, head, row) walks the sequence C tokens at a time and carries its row s
+(r floats) across chunks. Inside a chunk, with D[t, j] = a_{j+1}⋯a_{t-1} (j < t; exponentiated
+range sums of log a, taken as a matrix product so no difference of large cumsums cancels),
+A = D ∘ (K Kᵀ) and L = diag(c) A strictly lower triangular:
+
+    (I + L) w = c γ_prev (K s0) − u                      (γ_prev[t] = a_0⋯a_{t-1})
+    ρ = γ_prev (Q s0) − (D ∘ Q Kᵀ) w,    s_end = γ_C s0 − Σ_j tail_j w_j k_j   (tail_j = a_{j+1}⋯a_{C-1})
+
+The unit lower-triangular system is solved with matrix ops only: (I + L)⁻¹ = Π_k (I + (−L)^{2^k}),
+log2 C factors, so x ← x + P x, P ← P P (doubling). The forward stores every chunk's start row.
+
+Backward, chunks in reverse with λ = ∂loss/∂s_end carried: λ obeys the transposed recurrence
+λ_{t-1} = a_t λ_t − c_t (λ_t·k_t) k_t + dρ_t q_t, so z_t = λ_t·k_t solves the *transposed* system
+(I + Lᵀ) z = tail (K λ) + (D ∘ Q Kᵀ)ᵀ dρ with the same doubling. With the rows s_{t-1} (Sprev) and
+λ_t (Λ) of the chunk as two (C, r) matrix products, the gradients are local:
+    du = z, dc = −(s_{t-1}·k_t) z, da = Λ_t·Sprev_t, dq_t = dρ_t Sprev_t, dk_t = −w_t Λ_t − c_t z_t Sprev_t,
+summed over the r rows with fp32 atomics for dq and dk (rounding may differ run to run, ~1e-7).
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+try:  # triton is optional: deltamem.scan's PyTorch forms work without it
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the environment
+    triton = None
+    tl = None
+
+
+def triton_available() -> bool:
+    """True when triton imports and it can run: a CUDA device, or TRITON_INTERPRET=1 (CPU)."""
+    if triton is None:
+        return False
+    return torch.cuda.is_available() or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+if triton is not None:
+
+    @triton.jit
+    def _chunk_setup(
+        k_ptr,
+        q_ptr,
+        beta_ptr,
+        v_ptr,
+        valid_ptr,
+        b,
+        h,
+        t0,
+        T,
+        H,
+        i,
+        R: tl.constexpr,
+        RP: tl.constexpr,
+        C: tl.constexpr,
+        HAS_VALID: tl.constexpr,
+    ):
+        """Loads one chunk of one row and builds the decays; padding and invalid tokens load as 0."""
+        tt = tl.arange(0, C)
+        t = t0 + tt  # (C,) token index
+        ok = t < T
+        if HAS_VALID:
+            ok = ok & (tl.load(valid_ptr + b * T + t, mask=ok, other=0) != 0)
+        tok = (b * T + t) * H + h  # (C,) offset of (b, t, h) in units of R
+        cols = tl.arange(0, RP)[None, :]
+        m2 = ok[:, None] & (cols < R)
+        K = tl.load(k_ptr + tok[:, None] * R + cols, mask=m2, other=0.0).to(tl.float32)  # (C, RP)
+        Q = tl.load(q_ptr + tok[:, None] * R + cols, mask=m2, other=0.0).to(tl.float32)  # (C, RP)
+        c = tl.load(beta_ptr + tok * R + i, mask=ok, other=0.0).to(tl.float32)  # (C,)
+        v = tl.load(v_ptr + tok * R + i, mask=ok, other=0.0).to(tl.float32)  # (C,)
+        log_a = tl.log(tl.maximum(1.0 - c, 1e-30))  # deltamem.scan._LOG_FLOOR: β = 1 gives decay ≈ 0
+        lower = tt[:, None] > tt[None, :]  # (C, C) strictly lower: j < t
+        X = tl.where(lower, log_a[:, None], 0.0)  # X[m, j] = log a_m for m > j
+        D = tl.dot(lower.to(tl.float32), X, input_precision="ieee")  # Σ_{j<m<t} log a_m
+        D = tl.where(lower, tl.exp(D), 0.0)  # (C, C) decay from just after j to just before t
+        gam_prev = tl.exp(tl.sum(tl.where(lower, log_a[None, :], 0.0), axis=1))  # (C,) a_0⋯a_{t-1}
+        tail = tl.exp(tl.sum(X, axis=0))  # (C,) a_{j+1}⋯a_{C-1}
+        gam_C = tl.exp(tl.sum(log_a, axis=0))  # scalar a_0⋯a_{C-1}
+        return t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C
+
+    @triton.jit
+    def _solve_unit_lower(N, x, y, LOG_C: tl.constexpr, BOTH: tl.constexpr):
+        """x ← (I − N)⁻¹ x and (if BOTH) y ← (I − Nᵀ)⁻¹ y for strictly lower N (C, C) by doubling."""
+        P = N
+        for k in tl.static_range(LOG_C):
+            x = x + tl.sum(P * x[None, :], axis=1)
+            if BOTH:
+                y = y + tl.sum(P * y[:, None], axis=0)
+            if k < LOG_C - 1:
+                P = tl.dot(P, P, input_precision="ieee")
+        return x, y
+
+    @triton.jit
+    def _scan_fwd_kernel(
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        beta_ptr,
+        valid_ptr,
+        s0_ptr,
+        reads_ptr,
+        final_ptr,
+        states_ptr,
+        T,
+        H,
+        n_chunks,
+        R: tl.constexpr,
+        RP: tl.constexpr,
+        C: tl.constexpr,
+        LOG_C: tl.constexpr,
+        HAS_VALID: tl.constexpr,
+        N_STATIC: tl.constexpr,
+    ):
+        b = tl.program_id(0).to(tl.int64)
+        h = tl.program_id(1)
+        i = tl.program_id(2)  # state row
+        cols = tl.arange(0, RP)
+        row = ((b * H + h) * R + i) * R  # offset of S[b, h, i, 0]
+        s = tl.load(s0_ptr + row + cols, mask=cols < R, other=0.0)  # (RP,) row state, fp32
+        for n in range(N_STATIC if N_STATIC > 0 else n_chunks):  # N_STATIC: see _n_static
+            tl.store(states_ptr + ((b * H + h) * n_chunks + n) * R * R + i * R + cols, s, mask=cols < R)
+            t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C = _chunk_setup(
+                k_ptr, q_ptr, beta_ptr, v_ptr, valid_ptr, b, h, n * C, T, H, i, R, RP, C, HAS_VALID
+            )
+            A = D * tl.dot(K, tl.trans(K), input_precision="ieee")  # (C, C) D ∘ K Kᵀ
+            QK = D * tl.dot(Q, tl.trans(K), input_precision="ieee")  # (C, C) D ∘ Q Kᵀ
+            Ks = tl.sum(K * s[None, :], axis=1)  # (C,) k_t · s0
+            w, _ = _solve_unit_lower(-c[:, None] * A, c * gam_prev * Ks - c * v, Ks, LOG_C, False)
+            rho = gam_prev * tl.sum(Q * s[None, :], axis=1) - tl.sum(QK * w[None, :], axis=1)
+            tl.store(reads_ptr + tok * R + i, tl.where(ok, rho, 0.0), mask=t < T)
+            s = gam_C * s - tl.sum((tail * w)[:, None] * K, axis=0)
+        tl.store(final_ptr + row + cols, s, mask=cols < R)
+
+    @triton.jit
+    def _scan_bwd_kernel(
+        q_ptr,
+        k_ptr,
+        v_ptr,
+        beta_ptr,
+        valid_ptr,
+        states_ptr,
+        d_reads_ptr,
+        d_final_ptr,
+        dq_ptr,
+        dk_ptr,
+        dv_ptr,
+        dbeta_ptr,
+        ds0_ptr,
+        T,
+        H,
+        n_chunks,
+        R: tl.constexpr,
+        RP: tl.constexpr,
+        C: tl.constexpr,
+        LOG_C: tl.constexpr,
+        HAS_VALID: tl.constexpr,
+        N_STATIC: tl.constexpr,
+    ):
+        b = tl.program_id(0).to(tl.int64)
+        h = tl.program_id(1)
+        i = tl.program_id(2)
+        cols = tl.arange(0, RP)
+        row = ((b * H + h) * R + i) * R
+        lam = tl.load(d_final_ptr + row + cols, mask=cols < R, other=0.0)  # (RP,) ∂loss/∂(row at chunk end)
+        for m in range(N_STATIC if N_STATIC > 0 else n_chunks):
+            n = n_chunks - 1 - m
+            s = tl.load(states_ptr + ((b * H + h) * n_chunks + n) * R * R + i * R + cols, mask=cols < R, other=0.0)
+            t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C = _chunk_setup(
+                k_ptr, q_ptr, beta_ptr, v_ptr, valid_ptr, b, h, n * C, T, H, i, R, RP, C, HAS_VALID
+            )
+            d_rho = tl.load(d_reads_ptr + tok * R + i, mask=ok, other=0.0)  # (C,) reads at invalid tokens are 0
+            A = D * tl.dot(K, tl.trans(K), input_precision="ieee")
+            QK = D * tl.dot(Q, tl.trans(K), input_precision="ieee")
+            Ks = tl.sum(K * s[None, :], axis=1)
+            rhs_z = tail * tl.sum(K * lam[None, :], axis=1) + tl.sum(QK * d_rho[:, None], axis=0)
+            w, z = _solve_unit_lower(-c[:, None] * A, c * gam_prev * Ks - c * v, rhs_z, LOG_C, True)
+            p = gam_prev * Ks - tl.sum(A * w[None, :], axis=1)  # (C,) s_{t-1} · k_t
+            # rows s_{t-1} and λ_t of the chunk, (C, RP) each
+            s_prev = gam_prev[:, None] * s[None, :] - tl.dot(D, w[:, None] * K, input_precision="ieee")
+            E = d_rho[:, None] * Q - (c * z)[:, None] * K  # what token t injects into λ_{t-1}
+            Lam = tail[:, None] * lam[None, :] + tl.dot(tl.trans(D), E, input_precision="ieee")
+            da = tl.sum(Lam * s_prev, axis=1)
+            d_beta = tl.where(ok, v * z - p * z - da, 0.0)  # c = β, a = 1 − β, u = β v
+            tl.store(dbeta_ptr + tok * R + i, d_beta, mask=t < T)
+            tl.store(dv_ptr + tok * R + i, c * z, mask=t < T)
+            m2 = ok[:, None] & (cols[None, :] < R)
+            off = tok[:, None] * R + cols[None, :]
+            tl.atomic_add(dq_ptr + off, d_rho[:, None] * s_prev, mask=m2, sem="relaxed")
+            tl.atomic_add(dk_ptr + off, -w[:, None] * Lam - (c * z)[:, None] * s_prev, mask=m2, sem="relaxed")
+            lam = gam_C * lam + tl.sum(gam_prev[:, None] * E, axis=0)
+        tl.store(ds0_ptr + row + cols, lam, mask=cols < R)
+
+
+# Warps per program by chunk length: fp32 tl.dot runs on FMAs and holds whole operand rows in
+# registers; compiled for sm_90, C = 16 at 4 warps and C = 32 at 8 warps use ≤ 255 registers with
+# no spills, while C = 64 spills at any warp count. Hence the default C = 16 (not yet timed on a GPU).
+_NUM_WARPS = {16: 4, 32: 8, 64: 8}
+
+
+def _plan(T: int, r: int, chunk_size: int) -> tuple[int, int, int, int]:
+    """(C, log2 C, RP, n_chunks): C a power of two in [16, 64] (tl.dot needs ≥ 16), RP = r padded."""
+    C = max(16, min(64, 1 << max(0, chunk_size - 1).bit_length(), 1 << max(0, T - 1).bit_length()))
+    return C, C.bit_length() - 1, max(16, 1 << max(0, r - 1).bit_length()), max(1, -(-T // C))
+
+
+def _n_static(n_chunks: int) -> int:
+    """Chunk count as a compile-time constant under the interpreter, which converts a runtime loop
+    bound with int() on a 1-element array (an error under NumPy 2); 0 (runtime bound) on GPU, so
+    one compile serves every sequence length."""
+    return n_chunks if os.environ.get("TRITON_INTERPRET") == "1" else 0
+
+
+class _ScanTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx,
+        q: Tensor,
+        k: Tensor,
+        v: Tensor,
+        beta: Tensor,
+        valid: Tensor | None,
+        state: Tensor,
+        chunk_size: int,
+    ) -> tuple[Tensor, Tensor]:
+        B, T, H, r = k.shape
+        C, log_c, rp, n = _plan(T, r, chunk_size)
+        q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))  # (B, T, H, r), any float dtype
+        valid_u8 = None if valid is None else valid.contiguous().view(torch.uint8)  # (B, T)
+        s0 = state.detach().to(torch.float32).contiguous()  # (B, H, r, r)
+        reads = torch.empty(B, T, H, r, dtype=torch.float32, device=k.device)
+        final = torch.empty(B, H, r, r, dtype=torch.float32, device=k.device)
+        states = torch.empty(B, H, n, r, r, dtype=torch.float32, device=k.device)  # row states at chunk starts
+        if B * H * r > 0:
+            _scan_fwd_kernel[(B, H, r)](
+                q,
+                k,
+                v,
+                beta,
+                valid_u8 if valid_u8 is not None else reads,
+                s0,
+                reads,
+                final,
+                states,
+                T,
+                H,
+                n,
+                R=r,
+                RP=rp,
+                C=C,
+                LOG_C=log_c,
+                HAS_VALID=valid_u8 is not None,
+                N_STATIC=_n_static(n),
+                num_warps=_NUM_WARPS[C],
+            )
+        ctx.save_for_backward(q, k, v, beta, valid_u8, states)
+        ctx.meta = (C, log_c, rp, n, state.dtype)
+        return reads, final
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, d_reads: Tensor, d_final: Tensor) -> tuple[Tensor | None, ...]:
+        q, k, v, beta, valid_u8, states = ctx.saved_tensors
+        C, log_c, rp, n, state_dtype = ctx.meta
+        B, T, H, r = k.shape
+        d_reads = d_reads.to(torch.float32).contiguous()  # (B, T, H, r)
+        d_final = d_final.to(torch.float32).contiguous()  # (B, H, r, r)
+        dq = torch.zeros(B, T, H, r, dtype=torch.float32, device=k.device)  # atomics accumulate over rows
+        dk = torch.zeros_like(dq)
+        dv, dbeta = torch.empty_like(dq), torch.empty_like(dq)
+        ds0 = torch.empty(B, H, r, r, dtype=torch.float32, device=k.device)
+        if B * H * r > 0:
+            _scan_bwd_kernel[(B, H, r)](
+                q,
+                k,
+                v,
+                beta,
+                valid_u8 if valid_u8 is not None else dq,
+                states,
+                d_reads,
+                d_final,
+                dq,
+                dk,
+                dv,
+                dbeta,
+                ds0,
+                T,
+                H,
+                n,
+                R=r,
+                RP=rp,
+                C=C,
+                LOG_C=log_c,
+                HAS_VALID=valid_u8 is not None,
+                N_STATIC=_n_static(n),
+                num_warps=_NUM_WARPS[C],
+            )
+        grads = (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dbeta.to(beta.dtype))
+        return *grads, None, ds0.to(state_dtype), None
+
+
+def scan_triton(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    beta: Tensor,
+    valid: Tensor | None = None,
+    initial_state: Tensor | None = None,
+    chunk_size: int = 16,
+) -> tuple[Tensor, Tensor]:
+    """The δ-mem scan on the Triton kernels above, differentiable in q, k, v, beta and initial_state.
+
+    q, k, v, beta: (B, T, H, r) any float dtype (computed in fp32); valid: (B, T) bool or None;
+    initial_state: (B, H, r, r) or None (zeros). chunk_size: C, rounded to a power of two in [16, 64].
+    Returns reads (B, T, H, r) and final_state (B, H, r, r), both fp32; reads are 0 at invalid tokens,
+    and whatever sits at invalid tokens (even NaN) is never read.
+    """
+    if triton is None:
+        raise RuntimeError("scan_triton needs triton (pip install triton)")
+    B, T, H, r = k.shape
+    if not (q.shape == v.shape == beta.shape == k.shape):
+        raise ValueError(
+            f"q, k, v, beta must share one (B, T, H, r) shape, got {q.shape} {k.shape} {v.shape} {beta.shape}"
+        )
+    if valid is not None and valid.shape != (B, T):
+        raise ValueError(f"valid must be ({B}, {T}), got {tuple(valid.shape)}")
+    if initial_state is None:
+        initial_state = torch.zeros(B, H, r, r, dtype=torch.float32, device=k.device)
+    elif initial_state.shape != (B, H, r, r):
+        raise ValueError(f"initial_state must be ({B}, {H}, {r}, {r}), got {tuple(initial_state.shape)}")
+    valid = None if valid is None else valid.to(torch.bool)
+    return _ScanTriton.apply(q, k, v, beta, valid, initial_state, chunk_size)
+
+
+__all__ = ["scan_triton", "triton_available"]

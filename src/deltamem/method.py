@@ -1,0 +1,175 @@
+"""δ-mem as a memory method of the evaluation runner (config `method=deltamem`).
+
+* `memorize(history)` writes the history into the state in chunks that each fit the context
+  window (no KV cache kept) and keeps that state as the base every question starts from.
+* `answer(queries)` decodes through the shared-prefix `ChatDecoder`; the δ-mem backend snapshots
+  the state after the shared prefix and copies it to every row of a batch.
+* Prompt writes (`prompt_writes`): `auto` writes the prompt online (the paper's full-context and
+  no-history runs) unless a history was memorised, in which case the question is read with
+  writes off, as in training's read pass; `always` / `never` force either. Generated tokens are
+  written when the prompt is, except under SSW, whose message is incomplete until generation ends.
+
+The adapter is ours (`adapter_config.json` + safetensors) or the public release's
+(`delta_mem_config.json` + `delta_mem_adapter.pt`); its stored memory config wins over `memory`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from evals.chat_method import ChatModelMethod
+from evals.decoding import DecoderBackend, cache_kwargs, returned_cache
+from evals.methods import History
+
+from .adapters import load_adapter, read_adapter_config
+from .attach import DeltaMemModel, attach_memory
+from .config import DeltaMemConfig
+from .episodes import EpisodeBuilder
+from .state import MemoryState
+
+PROMPT_WRITES = ("auto", "always", "never")
+
+
+class DeltaMemBackend(DecoderBackend):
+    """Forward calls with δ-mem writes on/off per phase, and the state as the decoder's recurrent state."""
+
+    def __init__(self, memory_model: DeltaMemModel):
+        super().__init__(memory_model.base_model)
+        self.memory_model = memory_model
+        self.wants_segments = memory_model.memory_config.write == "ssw"
+        self.write_prompt = True
+        self.base_state: MemoryState | None = None  # the memorised history (batch 1), None = empty
+
+    def forward(self, input_ids, attention_mask, position_ids, cache, phase, segment_ids=None):
+        write = self.write_prompt and not (phase == "decode" and self.wants_segments)
+        out = self.memory_model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            use_cache=True,
+            logits_to_keep=1,
+            write=write,
+            segment_ids=segment_ids if write and self.wants_segments else None,
+            **cache_kwargs(self.model, cache),
+        )
+        return out.logits[:, -1].float(), returned_cache(out)
+
+    def save_state(self) -> MemoryState:
+        return self.memory_model.get_state().clone()
+
+    def load_state(self, saved: MemoryState | None, batch: int) -> None:
+        saved = saved if saved is not None else self.base_state
+        if saved is None or saved.batch_size is None:
+            self.memory_model.reset_state()
+        else:
+            self.memory_model.set_state(saved.expand(batch) if batch != saved.batch_size else saved)
+
+
+class DeltaMemMethod(ChatModelMethod):
+    """The frozen backbone with a trained δ-mem adapter (or an untrained memory config, for tests)."""
+
+    name = "deltamem"
+
+    def __init__(
+        self,
+        loaded: Any,
+        memory: DeltaMemConfig | None = None,
+        adapter: str | None = None,
+        prompt_writes: str = "auto",
+        write_chunk_size: int | None = None,
+        batch_size: int = 8,
+        max_context_tokens: int | None = None,
+        prefill_chunk: int = 4096,
+        name: str | None = None,
+    ):
+        if prompt_writes not in PROMPT_WRITES:
+            raise ValueError(f"prompt_writes must be one of {PROMPT_WRITES}, got {prompt_writes!r}")
+        if adapter is not None:
+            if not Path(adapter).is_dir():
+                raise FileNotFoundError(f"δ-mem adapter folder {adapter} does not exist")
+            memory = read_adapter_config(adapter)
+        if memory is None:
+            raise ValueError("method=deltamem needs an adapter folder (method.adapter=...) or a memory config")
+        self.memory_model = attach_memory(loaded.model, memory)
+        if adapter is not None:
+            load_adapter(self.memory_model, adapter)
+        self.memory_model.eval()
+        self.adapter = adapter
+        self.prompt_writes = prompt_writes
+        self.memorized = False
+        super().__init__(loaded, batch_size, max_context_tokens, prefill_chunk, name or f"deltamem_{memory.write}")
+        self.write_chunk_size = write_chunk_size or self.decoder.max_context_tokens
+        self.builder = EpisodeBuilder(self.tokenizer, chat_template_kwargs=self.template_kwargs)
+
+    def make_backend(self) -> DeltaMemBackend:
+        return DeltaMemBackend(self.memory_model)
+
+    @property
+    def backend(self) -> DeltaMemBackend:
+        return self.decoder.backend  # type: ignore[return-value]
+
+    # ----------------------------------------------------------------- the interface
+    @torch.no_grad()
+    def memorize(self, history: History) -> None:
+        self.reset()
+        ids, message_ids, sentence_ids = self.builder.write_part([], list(history.messages))
+        if ids:
+            device = next(self.memory_model.parameters()).device
+            segments = message_ids if self.memory_model.memory_config.segment_unit == "message" else sentence_ids
+            self.memory_model.write_history(
+                torch.tensor([ids], device=device),
+                torch.ones(1, len(ids), dtype=torch.long, device=device),
+                torch.tensor([segments], device=device) if self.backend.wants_segments else None,
+                self.write_chunk_size,
+            )
+            self.backend.base_state = self.memory_model.get_state().clone()
+        self.memory_model.reset_state()
+        self.memorized = True
+        self._update_prompt_writes()
+
+    def answer(self, queries):
+        self._update_prompt_writes()
+        return super().answer(queries)
+
+    def reset(self) -> None:
+        super().reset()
+        self.backend.base_state = None
+        self.memory_model.reset_state()
+        self.memorized = False
+        self._update_prompt_writes()
+
+    def cost(self) -> dict[str, Any]:
+        summary = self.memory_model.parameter_summary()
+        return {"extra_trainable_params": summary.trainable, "adapter_sha256": adapter_checksum(self.adapter)}
+
+    def encode(self, messages: Sequence[dict[str, str]]) -> tuple[list[int], list[int]]:
+        """Prompt ids; under SSW, per-token message (or sentence) ids of the prompt's messages."""
+        ids = self.decoder.encode(messages)
+        if not self.backend.wants_segments:
+            return ids, [-1] * len(ids)
+        system = [m for m in messages[:1] if m["role"] == "system"]
+        _, message_ids, sentence_ids = self.builder.write_part(system, list(messages[len(system) :]))
+        segments = message_ids if self.memory_model.memory_config.segment_unit == "message" else sentence_ids
+        return ids, (segments + [-1] * len(ids))[: len(ids)]
+
+    def _update_prompt_writes(self) -> None:
+        write = {"auto": not self.memorized, "always": True, "never": False}[self.prompt_writes]
+        if write != self.backend.write_prompt:
+            self.decoder.forget_prefix()  # a kept prefix was computed under the other write mode
+        self.backend.write_prompt = write
+
+
+def adapter_checksum(folder: str | None) -> str | None:
+    """sha256 over the adapter folder's files (name + bytes), for results provenance."""
+    if folder is None:
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file():
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()

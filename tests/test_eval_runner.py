@@ -1,0 +1,249 @@
+"""The evaluation pipeline: shared-prefix decoding, the runner (resume, isolation, sharding), tables, configs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+from deltamem.backbones import load_backbone
+from deltamem.config import DeltaMemConfig
+from deltamem.method import DeltaMemMethod
+from evals.chat_method import ChatModelMethod, FrozenBackbone
+from evals.methods import History, Query
+from evals.runner import EvalRunner, Shard
+from evals.synthetic import SyntheticBenchmark
+from evals.tables import build_tables
+from evals.types import Generation
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+SAMPLED = dict(do_sample=True, temperature=0.8, top_k=20, top_p=0.9)
+
+
+def compose_cfg(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose("config", overrides=["~experiment", *overrides])
+
+
+def sharp_backbone():
+    """The tiny random backbone with weights scaled up, so greedy outputs vary from prompt to prompt."""
+    loaded = load_backbone(instantiate(compose_cfg().backbone))
+    with torch.no_grad():
+        for p in loaded.model.parameters():
+            if p.dim() == 2:
+                p.mul_(8.0)
+    return loaded
+
+
+def chat(i: int, length: int = 10) -> list[dict[str, str]]:
+    return [{"role": "user", "content": "alpha beta gamma " * length + f"question {i} " * (i + 1)}]
+
+
+@pytest.fixture(scope="module")
+def vanilla() -> ChatModelMethod:
+    return FrozenBackbone(sharp_backbone(), batch_size=3)
+
+
+def memory_method(**kwargs) -> DeltaMemMethod:
+    memory = DeltaMemConfig(write=kwargs.pop("write", "tsw"), b_init="base_slice", base_slice_scale=2.0)
+    return DeltaMemMethod(sharp_backbone(), memory=memory, batch_size=kwargs.pop("batch_size", 3), **kwargs)
+
+
+# ---------------------------------------------------------------------- decoding
+def test_shared_prefix_batches_equal_hf_generate(vanilla):
+    prompts = [vanilla.decoder.encode(chat(i)) for i in range(5)]
+    model = vanilla.model
+    expected = []
+    for p in prompts:
+        out = model.generate(torch.tensor([p]), max_new_tokens=6, do_sample=False, pad_token_id=0)
+        expected.append(vanilla.tokenizer.decode(out[0, len(p) :], skip_special_tokens=True))
+    answers = vanilla.decoder.generate(prompts, [Generation(max_new_tokens=6)] * 5)
+    assert [a.text for a in answers] == expected
+    assert len(set(expected)) > 1  # the check means something: outputs differ between prompts
+    assert [a.prompt_tokens for a in answers] == [len(p) for p in prompts]
+    assert vanilla.decoder._prefix is not None and len(vanilla.decoder._prefix.ids) > 30  # history shared
+
+
+def test_sampling_is_per_row_and_batch_independent(vanilla):
+    prompts = [vanilla.decoder.encode(chat(i)) for i in range(4)]
+    settings = [Generation(max_new_tokens=8, seed=100 + i, **SAMPLED) for i in range(4)]
+    together = [a.text for a in vanilla.decoder.generate(prompts, settings)]
+    vanilla.decoder.forget_prefix()
+    alone = [vanilla.decoder.generate([p], [s])[0].text for p, s in zip(prompts, settings)]
+    assert together == alone
+    reseeded = [Generation(max_new_tokens=8, seed=7, **SAMPLED) for _ in range(4)]
+    assert [a.text for a in vanilla.decoder.generate(prompts, reseeded)] != together
+
+
+def test_overlong_prompts_lose_the_middle_of_the_shared_prefix(vanilla):
+    window = 64
+    decoder = type(vanilla.decoder)(vanilla.decoder.backend, vanilla.tokenizer, window, batch_size=2)
+    prompts = [decoder.encode(chat(i, length=30)) for i in range(3)]
+    assert min(len(p) for p in prompts) > window
+    answers = decoder.generate(prompts, [Generation(max_new_tokens=4)] * 3)
+    for p, a in zip(prompts, answers):
+        assert a.truncated_tokens == len(p) - a.prompt_tokens > 0
+        assert a.prompt_tokens + 4 <= window
+    with pytest.raises(ValueError, match="leaves no room"):
+        decoder.generate(prompts[:1], [Generation(max_new_tokens=window)])
+
+
+# ---------------------------------------------------------------------- δ-mem as a method
+def test_deltamem_question_independent_of_batch_and_order():
+    method = memory_method()
+    history = History(
+        "c", [{"role": "user", "content": "my cat is called Tom. " * 6}, {"role": "assistant", "content": "ok"}]
+    )
+    queries = [Query(f"q{i}", chat(i, 2), "", Generation(max_new_tokens=6, seed=i, **SAMPLED)) for i in range(4)]
+    method.memorize(history)
+    together = [a.text for a in method.answer(queries)]
+    other = History("d", [{"role": "user", "content": "the weather was cold. " * 9}])
+    method.memorize(other)  # another context in between must leave no trace
+    method.answer(queries[:2])
+    method.memorize(history)
+    alone = [method.answer([q])[0].text for q in reversed(queries)][::-1]
+    assert together == alone
+    method.memorize(other)
+    assert [a.text for a in method.answer(queries)] != together  # the memory does change answers
+    method.reset()
+    assert method.backend.base_state is None and not method.memorized
+
+
+def test_deltamem_full_context_prefix_shared_equals_unshared():
+    method = memory_method(write="tsw")
+    queries = [Query(f"q{i}", chat(i, 6), "", Generation(max_new_tokens=5)) for i in range(4)]
+    shared = [a.text for a in method.answer(queries)]
+    method.reset()
+    singles = [method.answer([q])[0].text for q in queries]
+    assert shared == singles
+
+
+def test_ssw_method_runs_with_segments():
+    method = memory_method(write="ssw")
+    method.memorize(History("c", [{"role": "user", "content": "one. two."}, {"role": "assistant", "content": "ok"}]))
+    ids, segments = method.encode(chat(1, 2))
+    assert len(ids) == len(segments) and max(segments) >= 0
+    assert len(method.answer([Query("q", chat(1, 2), "", Generation(max_new_tokens=3))])) == 1
+
+
+def test_untrained_deltamem_with_zero_corrections_equals_vanilla(vanilla):
+    memory = DeltaMemConfig(write="tsw", b_init="zero")
+    method = DeltaMemMethod(sharp_backbone(), memory=memory, batch_size=3)
+    queries = [Query(f"q{i}", chat(i), "", Generation(max_new_tokens=6)) for i in range(3)]
+    vanilla.reset()
+    assert [a.text for a in method.answer(queries)] == [a.text for a in vanilla.answer(queries)]
+
+
+# ---------------------------------------------------------------------- the runner
+def bench() -> SyntheticBenchmark:
+    return SyntheticBenchmark(num_episodes=6, seed=3, sessions=[1, 2], facts=2, distractor_turns=1)
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class CrashAfter:
+    """Delegates to a method and raises after `calls` answer calls (a killed run)."""
+
+    def __init__(self, method, calls: int):
+        self.method, self.calls = method, calls
+        self.name, self.conditions = method.name, method.conditions
+
+    def answer(self, queries):
+        if self.calls == 0:
+            raise Crash("killed")
+        self.calls -= 1
+        return self.method.answer(queries)
+
+    def __getattr__(self, name):
+        return getattr(self.method, name)
+
+
+def strip_timing(results: dict) -> dict:
+    return {k: v for k, v in results.items() if k != "timing"}
+
+
+def test_resume_after_crash_equals_uninterrupted(tmp_path):
+    method = memory_method()
+    conditions = ["memory_only", "full_context"]
+    full = EvalRunner(bench(), method, conditions, tmp_path / "a", questions_per_call=1, progress=False).run()
+    with pytest.raises(Crash):
+        EvalRunner(
+            bench(), CrashAfter(method, 5), conditions, tmp_path / "b", questions_per_call=1, progress=False
+        ).run()
+    path = tmp_path / "b" / "predictions.jsonl"
+    assert len(path.read_text().splitlines()) == 5
+    with path.open("a") as handle:
+        handle.write('{"id": "synthetic-heldout-3-5", "cond')  # a line cut by the crash
+    resumed = EvalRunner(bench(), method, conditions, tmp_path / "b", questions_per_call=1, progress=False).run()
+    assert strip_timing(resumed) == strip_timing(full)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    keys = [(r["id"], r["condition"]) for r in rows]
+    assert len(keys) == len(set(keys)) == 12
+    assert resumed["conditions"]["memory_only"]["n"] == 6
+    first = [json.loads(line) for line in (tmp_path / "a" / "predictions.jsonl").read_text().splitlines()]
+    assert {(r["id"], r["condition"]): r["output"] for r in rows} == {
+        (r["id"], r["condition"]): r["output"] for r in first
+    }
+
+
+def test_sharded_runs_merge_to_the_unsharded_predictions(tmp_path):
+    method = memory_method()
+    conditions = ["memory_only", "no_context"]
+    single = EvalRunner(bench(), method, conditions, tmp_path / "one", progress=False).run()
+    for rank in (1, 0):  # rank 0 merges once every rank is done
+        out = EvalRunner(bench(), method, conditions, tmp_path / "two", shard=Shard(rank, 2), progress=False).run()
+    assert strip_timing(out) == strip_timing(single)
+    merged = (tmp_path / "two" / "predictions.jsonl").read_text().splitlines()
+    unsharded = (tmp_path / "one" / "predictions.jsonl").read_text().splitlines()
+    strip = lambda line: {k: v for k, v in json.loads(line).items() if not k.endswith("seconds")}  # noqa: E731
+    assert [strip(line) for line in merged] == [strip(line) for line in unsharded]
+
+
+def test_unknown_condition_and_wrong_answer_count_are_errors(tmp_path, vanilla):
+    with pytest.raises(ValueError, match="unknown condition"):
+        EvalRunner(bench(), vanilla, ["memory_first"], tmp_path)
+
+    class Short(ChatModelMethod):
+        def answer(self, queries):
+            return super().answer(queries)[:-1]
+
+    short = Short(sharp_backbone())
+    with pytest.raises(RuntimeError, match="returned 0 answers for 1 questions"):
+        EvalRunner(bench(), short, ["no_context"], tmp_path, questions_per_call=1, progress=False).run()
+
+
+def test_table_from_run_directories(tmp_path, vanilla):
+    EvalRunner(bench(), vanilla, ["no_context", "full_context"], tmp_path / "v", progress=False).run()
+    EvalRunner(bench(), memory_method(), ["memory_only", "full_context"], tmp_path / "d", progress=False).run()
+    markdown, csv_text = build_tables([tmp_path / "v", tmp_path / "d"])
+    assert "### synthetic" in markdown
+    lines = [line for line in markdown.splitlines() if line.startswith("| vanilla") or line.startswith("| deltamem")]
+    assert len(lines) == 2
+    assert "full_context ×frozen" in markdown
+    assert csv_text.splitlines()[0] == "benchmark,method,backbone,condition,metric,value,run_dir"
+    with pytest.raises(FileNotFoundError, match="results.json"):
+        build_tables([tmp_path / "missing"])
+
+
+# ---------------------------------------------------------------------- configs
+@pytest.mark.parametrize("name", ["synthetic", "locomo", "hotpotqa", "ifeval", "gpqa", "memory_agent_bench"])
+def test_every_benchmark_config_instantiates(name):
+    cfg = compose_cfg("task=eval", f"benchmark={name}")
+    loader = instantiate(cfg.benchmark.loader)
+    assert loader.name == name
+    assert set(cfg.benchmark.conditions) <= {"full_context", "no_context", "memory_only", "recent_window"}
+
+
+@pytest.mark.parametrize("method", ["vanilla", "deltamem"])
+def test_method_configs_instantiate(method):
+    cfg = compose_cfg("task=eval", f"method={method}")
+    loaded = load_backbone(instantiate(cfg.backbone))
+    built = instantiate(cfg.method)(loaded=loaded)
+    assert built.name.startswith(method)
+    assert built.answer([Query("q", chat(0, 1), "", Generation(max_new_tokens=2))])[0].output_tokens <= 2
