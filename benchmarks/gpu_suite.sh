@@ -6,7 +6,7 @@
 set -u
 OUT=${OUT:-bench_out}; mkdir -p "$OUT"
 export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}src:. PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-B="--backbone qwen3_4b --random-init"
+B="--backbone qwen3_4b --random-init --device cuda --dtype bfloat16"  # without them: CPU, fp32
 run() {  # run NAME SECONDS ARGS...: one benchmark, its log and JSON in $OUT
   local name=$1 seconds=$2; shift 2
   timeout "$seconds" python "$@" --json "$OUT/$name.json" > "$OUT/$name.log" 2>&1
@@ -24,6 +24,7 @@ case "${1:-tests}" in
            run prefill_msw 240 benchmarks/prefill.py $B --memory msw --lengths 8192 --reps 5 --warmup 2 ;;
   train)   run train_tsw 280 benchmarks/train_step.py $B --reps 5 --warmup 2
            run train_msw 280 benchmarks/train_step.py $B --memory msw --reps 5 --warmup 2 ;;
-  scan)    run scan 200 benchmarks/scan.py --device cuda ;;
+  scan)    run scan 200 benchmarks/scan.py --device cuda
+           timeout 200 python benchmarks/profile_decode.py $B --steps 16 > "$OUT/profile_decode.log" 2>&1 ;;
   *)       echo "unknown part $1"; exit 2 ;;
 esac

@@ -54,24 +54,40 @@ class EpisodeDataset(Dataset):
 
 
 class ResumableSampler(Sampler[int]):
-    """A seeded shuffle per epoch that starts where the (restored) training loop stands.
+    """A seeded shuffle per epoch that starts where the (restored) training loop stands, sharded
+    across data-parallel ranks.
 
     `position()` is asked when iteration starts — after Lightning has restored a checkpoint — and
-    returns (epoch, samples already consumed in that epoch), so a resumed run sees exactly the
-    batches an uninterrupted run would have seen next.
+    returns (epoch, samples already consumed in that epoch by all ranks together), so a resumed
+    run sees exactly the batches an uninterrupted run would have seen next. `ranks()` gives
+    (rank, world size): rank r takes every world-th episode of the one global order, so a step of
+    W ranks × b episodes covers the same episodes as one process accumulating W micro-batches of b
+    (the order is padded by wrapping around so every rank gets as many batches).
     """
 
-    def __init__(self, size: int, seed: int, position: Callable[[], tuple[int, int]] | None = None):
-        self.size, self.seed, self.position = size, seed, position
+    def __init__(
+        self,
+        size: int,
+        seed: int,
+        position: Callable[[], tuple[int, int]] | None = None,
+        ranks: Callable[[], tuple[int, int]] | None = None,
+    ):
+        self.size, self.seed, self.position, self.ranks = size, seed, position, ranks
         self._skip = 0
+
+    def _world(self) -> tuple[int, int]:
+        return self.ranks() if self.ranks else (0, 1)
 
     def __iter__(self) -> Iterator[int]:
         epoch, self._skip = self.position() if self.position else (0, 0)
+        rank, world = self._world()
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
-        return iter(order[self._skip :])
+        order += order[: (-len(order)) % world]  # equal shares for every rank
+        return iter(order[self._skip :][rank::world])
 
     def __len__(self) -> int:
-        return self.size
+        _, world = self._world()
+        return -(-self.size // world)
 
 
 class EpisodeDataModule(L.LightningDataModule):
@@ -89,14 +105,19 @@ class EpisodeDataModule(L.LightningDataModule):
         self.batch_size, self.segment_unit, self.seed, self.num_workers = batch_size, segment_unit, seed, num_workers
         pad = builder.tokenizer.pad_token_id
         self.pad_id = pad if pad is not None else builder.tokenizer.eos_token_id
-        self.sampler = ResumableSampler(len(self.dataset), seed, self._loop_position)
+        self.sampler = ResumableSampler(len(self.dataset), seed, self._loop_position, self._ranks)
 
     def _loop_position(self) -> tuple[int, int]:
         """(epoch, samples consumed) of the fit loop; read when an epoch's iteration starts."""
         if self.trainer is None:
             return 0, 0
         done = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
-        return self.trainer.current_epoch, done * self.batch_size
+        return self.trainer.current_epoch, done * self.batch_size * self.trainer.world_size
+
+    def _ranks(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
 
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
