@@ -12,6 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+if not torch.cuda.is_available():  # before any kernel module is imported: @triton.jit reads it once
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from deltamem.backbones import BackboneSpec, build_random  # noqa: E402
 

@@ -247,3 +247,32 @@ def test_method_configs_instantiate(method):
     built = instantiate(cfg.method)(loaded=loaded)
     assert built.name.startswith(method)
     assert built.answer([Query("q", chat(0, 1), "", Generation(max_new_tokens=2))])[0].output_tokens <= 2
+
+
+class CountingCalls:
+    """Delegates to a method and records the size of every answer call and every memorised context."""
+
+    def __init__(self, method):
+        self.method, self.calls, self.memorized = method, [], []
+        self.name, self.conditions = method.name, method.conditions
+        self.memorizes = getattr(method, "memorizes", True)
+
+    def answer(self, queries):
+        self.calls.append(len(queries))
+        return self.method.answer(queries)
+
+    def memorize(self, history):
+        self.memorized.append(history.context_id)
+        return self.method.memorize(history)
+
+    def __getattr__(self, name):
+        return getattr(self.method, name)
+
+
+def test_contexts_are_packed_only_when_the_method_keeps_no_memory(tmp_path, vanilla):
+    frozen = CountingCalls(vanilla)
+    EvalRunner(bench(), frozen, ["memory_only"], tmp_path / "v", questions_per_call=4, progress=False).run()
+    assert frozen.calls == [4, 2] and frozen.memorized == []  # six one-question contexts, packed
+    memory = CountingCalls(memory_method())
+    EvalRunner(bench(), memory, ["memory_only"], tmp_path / "d", questions_per_call=4, progress=False).run()
+    assert memory.calls == [1] * 6 and len(set(memory.memorized)) == 6  # one memory per context
