@@ -213,13 +213,14 @@ class ChatDecoder:
         logits, cache = self.backend.forward(ids, mask, positions, cache, "prompt", seg)
 
         sampler = _RowSampler(settings, device)
+        steps = max(g.max_new_tokens for g in settings)  # a host int: no device sync per step
         limit = torch.tensor([g.max_new_tokens for g in settings], device=device)
         stops = torch.tensor(sorted(self.stop_ids), device=device)
         done = torch.zeros(B, dtype=torch.bool, device=device)
-        out = torch.full((B, int(limit.max())), self.pad_id, dtype=torch.long, device=device)
+        out = torch.full((B, steps), self.pad_id, dtype=torch.long, device=device)
         lengths = torch.zeros(B, dtype=torch.long, device=device)
         position = positions[:, -1]
-        for step in range(int(limit.max())):
+        for step in range(steps):
             token = sampler(logits)  # (B,)
             done |= step >= limit
             finished_now = ~done & torch.isin(token, stops)
@@ -229,7 +230,7 @@ class ChatDecoder:
             done |= finished_now
             if (step + 1) % self.stop_check_every == 0 and bool(done.all()):
                 break
-            if step + 1 == int(limit.max()):
+            if step + 1 == steps:
                 break
             mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.long, device=device)], dim=1)
             position = position + 1
