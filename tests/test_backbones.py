@@ -78,3 +78,14 @@ def test_smollm2_loads_offline_from_the_pypi_gguf(monkeypatch):
     assert torch.equal(frozen, same)
     answer = tok.decode(out[0, prompt["input_ids"].shape[1] :], skip_special_tokens=True)
     assert "Paris" in answer
+
+
+def test_end_of_turn_token_overrides_a_misread_eos():
+    """Labels and generation stop at eos, so a backbone may pin it to its template's end of turn."""
+    spec = instantiate(compose_cfg("backbone=tiny", "backbone.end_of_turn_token='<|im_start|>'").backbone)
+    loaded = load_backbone(spec)
+    assert loaded.tokenizer.eos_token == "<|im_start|>"
+    assert loaded.tokenizer.eos_token_id == loaded.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    spec = instantiate(compose_cfg("backbone=tiny", "backbone.end_of_turn_token='<|nope|>'").backbone)
+    with pytest.raises(ValueError, match=r"end_of_turn_token .<\|nope\|>. is not in the vocabulary"):
+        load_backbone(spec)

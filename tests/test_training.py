@@ -9,11 +9,12 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from hydra.utils import instantiate
 from safetensors.torch import load_file
 
 from deltamem.episodes import IGNORE_INDEX, EpisodeBuilder, EpisodeError, collate_episodes
 from deltamem.tiny_tokenizer import build_tiny_tokenizer
-from deltamem.train import accumulation_steps, train
+from deltamem.train import accumulation_steps, build_model, train
 
 from conftest import REPO_ROOT
 from test_param_counts import compose_cfg
@@ -231,3 +232,29 @@ def test_other_history_control_swaps_only_the_history():
     for i, chat in enumerate(chats):
         assert chat[-2:] == records[i]["messages"][-2:]
         assert chat[:-2] == records[(i + 1) % 3]["messages"][:-2]
+
+
+def test_throughput_recorder_counts_the_tokens_of_timed_steps(tmp_path):
+    overrides = ["~experiment", "train_data.num_episodes=8", "trainer.max_steps=4", "training.measure_throughput=true"]
+    cfg = tiny_training_cfg(tmp_path / "all", *overrides, "training.throughput_warmup_steps=0")
+    loaded, model = build_model(cfg)
+    train(cfg, loaded, model)
+    report = json.loads((tmp_path / "all" / "throughput.json").read_text())
+    assert report["world_size"] == 1 and report["accumulate_grad_batches"] == 2 and report["device_names"] == ["cpu"]
+    assert report["optimizer_steps_timed"] == 4 and report["step_seconds_median"] > 0
+    builder = EpisodeBuilder(loaded.tokenizer, cfg.training.max_write_length, cfg.training.max_length)
+    episodes = [builder.build(record["messages"]) for record in instantiate(cfg.train_data)]
+    total = sum(len(e.write_ids) + len(e.read_ids) for e in episodes)  # 4 steps x 2 episodes = all 8, once
+    assert report["tokens_per_step"] * 4 == pytest.approx(total)
+    assert report["tokens_per_second"] == pytest.approx(total / sum(report["step_seconds"]))
+    train(tiny_training_cfg(tmp_path / "warm", *overrides))  # the default excludes the first step
+    assert json.loads((tmp_path / "warm" / "throughput.json").read_text())["optimizer_steps_timed"] == 3
+
+
+def test_deepspeed_zero2_config_keeps_the_paper_batch_and_skips_frozen_weights():
+    cfg = compose_cfg("experiment=msw_qwen4b", "trainer=deepspeed_zero2")
+    assert cfg.trainer.strategy._target_ == "lightning.pytorch.strategies.DeepSpeedStrategy"
+    assert cfg.trainer.strategy.stage == 2 and cfg.trainer.strategy.exclude_frozen_parameters is True
+    assert cfg.trainer.precision == "bf16-mixed" and cfg.training.global_batch_size == 32
+    for devices in (1, 2, 4, 8):
+        assert accumulation_steps(cfg.training.global_batch_size, cfg.training.batch_size, devices) * devices == 32

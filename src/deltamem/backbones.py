@@ -48,6 +48,7 @@ class BackboneSpec:
     gguf_file: str | None = None
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     special_token_ids: dict[str, int] = field(default_factory=dict)
+    end_of_turn_token: str | None = None  # the chat template's end of turn, when the tokenizer's eos differs
     seed: int = 0
 
     def torch_dtype(self) -> torch.dtype:
@@ -232,6 +233,15 @@ def load_backbone(spec: BackboneSpec) -> LoadedBackbone:
     model, origin = load_model(spec)
     model.requires_grad_(False)
     tokenizer = load_tokenizer(spec, origin)
+    if tokenizer is not None and spec.end_of_turn_token and tokenizer.eos_token != spec.end_of_turn_token:
+        # Some GGUF readers map the wrong token to eos (transformers 5.17 gives SmolLM2 "<|im_start|>"):
+        # labels and generation both stop at eos, so it must be the template's end of turn.
+        token_id = tokenizer.convert_tokens_to_ids(spec.end_of_turn_token)
+        if token_id is None or token_id == tokenizer.unk_token_id:
+            raise ValueError(
+                f"backbone {spec.name}: end_of_turn_token {spec.end_of_turn_token!r} is not in the vocabulary"
+            )
+        tokenizer.eos_token = spec.end_of_turn_token
     if tokenizer is not None and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return LoadedBackbone(model, tokenizer, spec, origin)

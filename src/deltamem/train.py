@@ -8,6 +8,7 @@ The run directory (Hydra's output dir) is the source of truth: `config.yaml` (re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from .attach import DeltaMemModel, attach_memory
 from .backbones import BackboneSpec, LoadedBackbone, load_backbone
 from .episodes import EpisodeBuilder
 from .lightning import DeltaMemLightning, EpisodeDataModule, OptimConfig
+from .throughput import ThroughputRecorder
 
 
 class MetricsJsonl(L.Callback):
@@ -56,6 +58,17 @@ def accumulation_steps(global_batch_size: int, per_device_batch_size: int, world
             f"{world_size} device(s)"
         )
     return global_batch_size // per_step
+
+
+def full_parameters(trainer: L.Trainer) -> contextlib.AbstractContextManager:
+    """Every rank enters it: under FSDP the memory's parameters are gathered from their shards (a
+    collective), elsewhere (single device, DDP, ZeRO-2) they are already whole on every rank."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    wrapped = trainer.strategy.model
+    if isinstance(wrapped, FSDP):
+        return FSDP.summon_full_params(wrapped, writeback=False)
+    return contextlib.nullcontext()
 
 
 def run_info(loaded: LoadedBackbone, model: DeltaMemModel) -> dict[str, Any]:
@@ -124,6 +137,10 @@ def train(
         ),
         MetricsJsonl(run_dir / "metrics.jsonl"),
     ]
+    if t.get("measure_throughput", False):
+        callbacks.append(
+            ThroughputRecorder(run_dir / "throughput.json", warmup_steps=t.get("throughput_warmup_steps", 1))
+        )
     if t.progress_bar == "rich":
         callbacks.append(L.pytorch.callbacks.RichProgressBar(leave=True))
     trainer: L.Trainer = instantiate(
@@ -139,19 +156,20 @@ def train(
         (run_dir / "run_info.json").write_text(json.dumps(run_info(loaded, model), indent=2) + "\n")
         for logger in loggers:
             logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **run_info(loaded, model)})
-    resume = checkpoint_dir / "last.ckpt"
+    resume = checkpoint_dir / "last.ckpt"  # a file, or a directory of shards under DeepSpeed
     start = time.perf_counter()
-    trainer.fit(module, datamodule=data, ckpt_path=str(resume) if t.resume and resume.is_file() else None)
+    trainer.fit(module, datamodule=data, ckpt_path=str(resume) if t.resume and resume.exists() else None)
     seconds = time.perf_counter() - start
     result = {
         "seconds": seconds,
         "steps": trainer.global_step,
         "final_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
     }
-    if trainer.is_global_zero:
-        result["adapter"] = str(save_adapter(model, run_dir / "adapter"))
-        result["adapter_release"] = str(save_release_adapter(model, run_dir / "adapter_release"))
-        (run_dir / "train_result.json").write_text(json.dumps(result, indent=2) + "\n")
+    with full_parameters(trainer):
+        if trainer.is_global_zero:  # one writer; the adapter is exported from rank 0
+            result["adapter"] = str(save_adapter(model, run_dir / "adapter"))
+            result["adapter_release"] = str(save_release_adapter(model, run_dir / "adapter_release"))
+            (run_dir / "train_result.json").write_text(json.dumps(result, indent=2) + "\n")
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
             logger.experiment.finish()  # one W&B run per multirun job
