@@ -1,7 +1,8 @@
 """Paper-style tables rebuilt from run directories alone (their `results.json`).
 
-One Markdown table per benchmark: a row per run (method / variant), per condition the overall
-score, its sub-scores (categories, sub-tasks, competencies) and the ratio to the frozen backbone
+One Markdown table per benchmark: a row per run (method / variant) and condition, with the overall
+score, the protocol's other metrics (F1 beside EM, loose beside strict, ...), the sub-scores
+(categories, sub-tasks, competencies), the question count and the ratio to the frozen backbone
 (`vanilla`) under the same condition when such a run is among the inputs; then the paper's own
 numbers for reference. The CSV holds the same cells in long form (one line per cell).
 """
@@ -34,42 +35,44 @@ def _fmt(value: Any) -> str:
 
 
 def build_tables(run_dirs: Sequence[Path]) -> tuple[str, str]:
-    """(Markdown, CSV) for the runs, grouped by benchmark."""
+    """(Markdown, CSV) for the runs, grouped by benchmark: one row per (run, condition)."""
     results = load_results(run_dirs)
     cells: list[dict[str, Any]] = []
     sections: list[str] = []
     for benchmark in sorted({r["benchmark"] for r in results}):
         runs = [r for r in results if r["benchmark"] == benchmark]
-        conditions = [c for c in _ordered_conditions(runs)]
-        categories = {
-            c: sorted({k for r in runs for k in r["conditions"].get(c, {}).get("per_category", {})}) for c in conditions
-        }
-        header = ["method", "backbone"]
-        for c in conditions:
-            header += [f"{c}", *(f"{c}/{k}" for k in categories[c]), f"{c} ×frozen"]
+        conditions = _ordered_conditions(runs)
+        metrics = _ordered_union(_named_metrics(s) for r in runs for s in r["conditions"].values())
+        categories = _ordered_union(_categories(s) for r in runs for s in r["conditions"].values())
+        header = ["method", "backbone", "condition", "overall", *metrics, *(f"cat {k}" for k in categories)]
+        header += ["n", "×frozen"]
         lines = [f"### {benchmark} (protocol: {runs[0].get('protocol')})", "", "| " + " | ".join(header) + " |"]
         lines.append("|" + "---|" * len(header))
         for run in runs:
             frozen = next((r for r in runs if r["method"] == FROZEN and r.get("backbone") == run.get("backbone")), None)
-            row = [run["method"], (run.get("backbone") or {}).get("name", "?")]
-            for c in conditions:
-                summary = run["conditions"].get(c)
-                overall = summary["overall"] if summary else None
-                subs = [(summary or {}).get("per_category", {}).get(k, {}) for k in categories[c]]
-                sub_values = [_main_value(s) for s in subs]
+            for c in (c for c in conditions if c in run["conditions"]):
+                summary = run["conditions"][c]
+                overall = summary.get("overall")
+                named = [summary.get(m) for m in metrics]
+                per_category = summary.get("per_category", {})
+                sub_values = [_main_value(per_category[k]) if k in per_category else None for k in categories]
                 base = (frozen or {}).get("conditions", {}).get(c, {}).get("overall")
                 ratio = overall / base if overall is not None and base else None
-                row += [_fmt(overall), *(_fmt(v) for v in sub_values), _fmt(ratio)]
+                backbone = (run.get("backbone") or {}).get("name", "?")
+                row = [run["method"], backbone, c, _fmt(overall), *map(_fmt, named), *map(_fmt, sub_values)]
+                row += [str(summary.get("n", "–")), _fmt(ratio)]
+                lines.append("| " + " | ".join(row) + " |")
                 cells.append(_cell(run, benchmark, c, "overall", overall))
-                cells += [_cell(run, benchmark, c, k, v) for k, v in zip(categories[c], sub_values)]
-            lines.append("| " + " | ".join(row) + " |")
+                cells += [_cell(run, benchmark, c, m, v) for m, v in zip(metrics, named) if v is not None]
+                cells += [
+                    _cell(run, benchmark, c, f"cat {k}", v) for k, v in zip(categories, sub_values) if v is not None
+                ]
         paper = runs[0].get("paper_numbers") or {}
         if paper:
-            lines += [
-                "",
-                "Paper (Qwen3-4B-Instruct-2507, full context): "
-                + "; ".join(f"{name} {_fmt(v.get('overall'))}" for name, v in paper.items()),
+            described = [
+                f"{name} " + " / ".join(f"{k} {_fmt(v)}" for k, v in values.items()) for name, values in paper.items()
             ]
+            lines += ["", "Paper (Qwen3-4B-Instruct-2507, full context): " + "; ".join(described)]
         sections.append("\n".join(lines))
     buffer = io.StringIO()
     writer = csv.DictWriter(
@@ -80,8 +83,31 @@ def build_tables(run_dirs: Sequence[Path]) -> tuple[str, str]:
     return "\n\n".join(sections), buffer.getvalue()
 
 
+def _named_metrics(summary: dict[str, Any]) -> list[str]:
+    """A condition's metrics besides `overall`, minus the one `overall` is a copy of (the first)."""
+    names = [k for k, v in summary.items() if isinstance(v, (int, float)) and k != "overall" and not _is_count(k)]
+    return names[1:] if names and summary.get(names[0]) == summary.get("overall") else names
+
+
+def _categories(summary: dict[str, Any]) -> list[str]:
+    """Category keys of a breakdown worth showing (not a single `None` bucket)."""
+    keys = list(summary.get("per_category", {}))
+    return [] if keys in ([], ["None"]) else keys
+
+
+def _is_count(name: str) -> bool:
+    return name == "n" or name.startswith("n_")
+
+
+def _ordered_union(groups: Any) -> list[str]:
+    seen: dict[str, None] = {}
+    for group in groups:
+        seen.update(dict.fromkeys(group))
+    return list(seen)
+
+
 def _main_value(summary: dict[str, Any]) -> float | None:
-    numbers = [v for k, v in summary.items() if k != "n" and isinstance(v, (int, float))]
+    numbers = [v for k, v in summary.items() if not _is_count(k) and isinstance(v, (int, float))]
     return numbers[0] if numbers else None
 
 

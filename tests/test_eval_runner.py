@@ -224,11 +224,46 @@ def test_table_from_run_directories(tmp_path, vanilla):
     markdown, csv_text = build_tables([tmp_path / "v", tmp_path / "d"])
     assert "### synthetic" in markdown
     lines = [line for line in markdown.splitlines() if line.startswith("| vanilla") or line.startswith("| deltamem")]
-    assert len(lines) == 2
-    assert "full_context ×frozen" in markdown
+    assert len(lines) == 4  # (method, condition) rows
+    assert markdown.splitlines()[2].endswith("| n | ×frozen |")
     assert csv_text.splitlines()[0] == "benchmark,method,backbone,condition,metric,value,run_dir"
     with pytest.raises(FileNotFoundError, match="results.json"):
         build_tables([tmp_path / "missing"])
+
+
+def test_table_cells_are_hand_checked(tmp_path):
+    """Other metrics beside overall, a lone `None` category bucket dropped, real categories kept,
+    ratios to the frozen run under the same condition, and every paper metric in the footer."""
+
+    def run_dir(name: str, method: str, benchmark: str, conditions: dict, paper: dict | None = None) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        results = {"benchmark": benchmark, "protocol": "official", "method": method, "backbone": {"name": "b"}}
+        results.update(conditions=conditions, paper_numbers=paper or {})
+        (folder / "results.json").write_text(json.dumps(results))
+        return folder
+
+    def hotpot(em: float, f1: float) -> dict:
+        return {"overall": em, "em": em, "f1": f1, "n": 4, "per_category": {"None": {"em": em, "n": 4}}}
+
+    def locomo(f1: float, c1: float, c5: float) -> dict:
+        return {"overall": f1, "f1": f1, "n": 3, "per_category": {"1": {"f1": c1, "n": 2}, "5": {"f1": c5, "n": 1}}}
+
+    paper = {"frozen": {"em": 42.35, "f1": 56.0}}
+    runs = [
+        run_dir("hv", "vanilla", "hotpotqa", {"full_context": hotpot(10.0, 20.0)}, paper),
+        run_dir("hd", "deltamem_tsw", "hotpotqa", {"full_context": hotpot(15.0, 30.0), "no_context": hotpot(1.0, 2.0)}),
+        run_dir("lv", "vanilla", "locomo", {"no_context": locomo(8.0, 6.0, 30.0)}),
+    ]
+    markdown, csv_text = build_tables(runs)
+    assert "| method | backbone | condition | overall | f1 | n | ×frozen |" in markdown
+    assert "| vanilla | b | full_context | 10.00 | 20.00 | 4 | 1.00 |" in markdown
+    assert "| deltamem_tsw | b | full_context | 15.00 | 30.00 | 4 | 1.50 |" in markdown
+    assert "| deltamem_tsw | b | no_context | 1.00 | 2.00 | 4 | – |" in markdown  # no frozen run for it
+    assert "Paper (Qwen3-4B-Instruct-2507, full context): frozen em 42.35 / f1 56.00" in markdown
+    assert "| method | backbone | condition | overall | cat 1 | cat 5 | n | ×frozen |" in markdown
+    assert "| vanilla | b | no_context | 8.00 | 6.00 | 30.00 | 3 | 1.00 |" in markdown
+    assert f"hotpotqa,deltamem_tsw,b,full_context,f1,30.0,{runs[1]}" in csv_text.splitlines()
 
 
 # ---------------------------------------------------------------------- configs

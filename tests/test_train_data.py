@@ -164,6 +164,7 @@ def test_synthetic_custom_vocabulary_and_hydra() -> None:
         ({"distractor_turns": -1}, "distractor_turns"),
         ({"update_prob": 1.5}, "update_prob"),
         ({"split": ""}, "split"),
+        ({"fact_speaker": "narrator"}, "fact_speaker"),
     ],
 )
 def test_synthetic_argument_errors(kwargs: dict, name: str) -> None:
@@ -171,6 +172,20 @@ def test_synthetic_argument_errors(kwargs: dict, name: str) -> None:
     with pytest.raises(ValueError, match=name) as info:
         SyntheticChats(**args)
     assert "\n" not in str(info.value)
+
+
+def test_assistant_stated_facts_end_their_exchange() -> None:
+    """fact_speaker="assistant": the user asks for news and the assistant states the fact; no user
+    turn ever holds a value, and the last evidence turn states the current answer."""
+    kwargs = {"num_episodes": 20, "sessions": (1, 2), "facts": 2, "distractor_turns": 1, "update_prob": 0.5}
+    for record in SyntheticChats(fact_speaker="assistant", **kwargs):
+        messages, meta = record["messages"], record["meta"]
+        assert [m["role"] for m in messages[-2:]] == ["user", "assistant"]
+        assert all(messages[turn]["role"] == "assistant" for turn in meta["evidence_turns"])
+        assert _contains(messages[meta["evidence_turns"][-1]]["content"], record["answer"])
+        users = [m["content"] for m in messages if m["role"] == "user"]
+        assert not any(_contains(text, f["value"]) for text in users for f in meta["facts"])
+        assert not any(_contains(text, f["stale_value"]) for text in users for f in meta["facts"] if f["stale_value"])
 
 
 def test_synthetic_index_errors() -> None:

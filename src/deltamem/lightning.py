@@ -189,6 +189,18 @@ class DeltaMemLightning(L.LightningModule):
         return parts["loss"]
 
     # ----------------------------------------------------------------- optimisation
+    def configure_gradient_clipping(
+        self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
+    ) -> None:
+        """FSDP clips through its root module (the norm spans every rank's shard); elsewhere Lightning's default."""
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+        wrapped = self.trainer.strategy.model
+        if isinstance(wrapped, FSDP) and gradient_clip_val:
+            wrapped.clip_grad_norm_(gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self) -> dict[str, Any]:
         params = [p for _, p in self.model.memory_parameters()]
         optimizer = torch.optim.AdamW(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -97,8 +98,18 @@ def run_info(loaded: LoadedBackbone, model: DeltaMemModel) -> dict[str, Any]:
     }
 
 
+def bind_local_device() -> None:
+    """Each process of a multi-GPU run loads the backbone onto its own GPU: Lightning's launcher sets
+    LOCAL_RANK in the processes it starts, and `backbone.device=cuda` means the current device.
+    (FSDP refuses a module that sits on another rank's GPU; DDP and DeepSpeed would move it.)"""
+    local_rank = os.environ.get("LOCAL_RANK")
+    if local_rank is not None and torch.cuda.is_available():
+        torch.cuda.set_device(int(local_rank))
+
+
 def build_model(cfg: DictConfig) -> tuple[LoadedBackbone, DeltaMemModel]:
     spec: BackboneSpec = instantiate(cfg.backbone)
+    bind_local_device()
     loaded = load_backbone(spec)
     if loaded.tokenizer is None:
         raise ValueError(f"backbone {spec.name} has no tokenizer; training needs one (set backbone.tokenizer)")

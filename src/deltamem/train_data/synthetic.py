@@ -79,6 +79,7 @@ GENERIC_TEMPLATES = (
     ["What is {p}'s {a} now?"],
 )
 ACKS = ["Thanks, I'll keep that in mind.", "Good to know!", "Noted.", "Got it.", "That's nice to hear."]
+NEWS_PROMPTS = ["Any news about my friends?", "What's new with my friends?", "Remind me of something about my friends."]
 UPDATE_ACKS = ["Thanks for the update.", "Got it, I'll remember the change.", "Noted, good to know things changed."]
 FILLERS: list[tuple[str, str]] = [
     ("Any tips for sleeping better?", "A regular bedtime and less screen time in the evening usually help."),
@@ -129,7 +130,9 @@ class SyntheticChats:
     Each episode states `facts` (person, attribute) facts across 1..N sessions (some updated in a
     later session with probability `update_prob`, needing >= 2 sessions), pads every session with
     `distractor_turns` small-talk pairs, and asks about one fact; the answer is the current value as
-    a bare word. No answer value appears in the final question, nor in any filler or acknowledgement.
+    a bare word. Facts are stated by the user and acknowledged, or (`fact_speaker="assistant"`)
+    stated by the assistant when the user asks for news (the fact then ends its exchange). No answer
+    value appears in the final question, nor in any filler, acknowledgement or request for news.
     """
 
     def __init__(
@@ -144,6 +147,7 @@ class SyntheticChats:
         attributes: Mapping[str, Sequence[str]] | None = None,
         people: Sequence[str] | None = None,
         system_prompt: str = "You are a helpful assistant with a memory of earlier conversations.",
+        fact_speaker: str = "user",
     ) -> None:
         source = DEFAULT_ATTRIBUTES if attributes is None else attributes
         attrs = {str(k): [str(v) for v in vals] for k, vals in source.items()}
@@ -166,6 +170,8 @@ class SyntheticChats:
             raise ValueError(f"facts must be in [1, people x attributes = {len(names) * len(attrs)}], got {facts}")
         if int(distractor_turns) < 0:
             raise ValueError(f"distractor_turns must be >= 0, got {distractor_turns}")
+        if fact_speaker not in ("user", "assistant"):
+            raise ValueError(f"fact_speaker must be 'user' or 'assistant', got {fact_speaker!r}")
         if not 0.0 <= float(update_prob) <= 1.0:
             raise ValueError(f"update_prob must be in [0, 1], got {update_prob}")
         all_values = [v for vals in attrs.values() for v in vals]
@@ -176,18 +182,26 @@ class SyntheticChats:
         self.num_episodes, self.seed, self.split = int(num_episodes), int(seed), split
         self.sessions, self.facts, self.distractor_turns = tuple(bounds), int(facts), int(distractor_turns)
         self.update_prob, self.attributes, self.people = float(update_prob), attrs, names
-        self.system_prompt = system_prompt
+        self.system_prompt, self.fact_speaker = system_prompt, fact_speaker
         self._pairs = [(p, a) for p in names for a in attrs]
         clean = lambda text: not any(_contains(text, v) for v in all_values)  # noqa: E731
         self._fillers = [f for f in FILLERS if clean(f[0]) and clean(f[1])] or [("Hello again!", "Hi there.")]
         self._acks = [a for a in ACKS if clean(a)] or ["OK."]
         self._update_acks = [a for a in UPDATE_ACKS if clean(a)] or ["OK."]
+        self._news_prompts = [a for a in NEWS_PROMPTS if clean(a)] or ["Any news?"]
 
     score = staticmethod(score)
 
     @staticmethod
     def _templates(attribute: str) -> tuple[list[str], list[str], list[str]]:
         return TEMPLATES.get(attribute, GENERIC_TEMPLATES)
+
+    def _exchange(self, rng: random.Random, fact: str, replies: list[str], k: int) -> tuple[str, str, int]:
+        """(user, assistant, fact id): the user states the fact and the assistant acknowledges it, or
+        (fact_speaker="assistant") the user asks for news and the assistant states the fact."""
+        if self.fact_speaker == "assistant":
+            return rng.choice(self._news_prompts), fact, k
+        return fact, rng.choice(replies), k
 
     def __len__(self) -> int:
         return self.num_episodes
@@ -210,12 +224,12 @@ class SyntheticChats:
             updated = n_sessions >= 2 and rng.random() < self.update_prob
             first = rng.randrange(n_sessions - 1 if updated else n_sessions)
             text = rng.choice(state_t).format(p=person, v=value, an=_article(value), a=attr)
-            turns[first].append((text, rng.choice(self._acks), k))
+            turns[first].append(self._exchange(rng, text, self._acks, k))
             if updated:
                 new = rng.choice([v for v in self.attributes[attr] if v != value])
                 fact.update(value=new, stale_value=value)
                 text = rng.choice(update_t).format(p=person, v=new, an=_article(new), a=attr)
-                turns[rng.randint(first + 1, n_sessions - 1)].append((text, rng.choice(self._update_acks), k))
+                turns[rng.randint(first + 1, n_sessions - 1)].append(self._exchange(rng, text, self._update_acks, k))
             facts.append(fact)
         for session in turns:
             count = max(self.distractor_turns, 0 if session else 1)
@@ -231,7 +245,7 @@ class SyntheticChats:
         for s, session in enumerate(turns):
             for t, (user, reply, fact_id) in enumerate(session):
                 if fact_id == asked:
-                    evidence.append(len(messages))
+                    evidence.append(len(messages) + (self.fact_speaker == "assistant"))
                 content = f"(Session {s + 1}) {user}" if t == 0 else user
                 messages += [{"role": "user", "content": content}, {"role": "assistant", "content": reply}]
         question = rng.choice(self._templates(target["attribute"])[2]).format(p=target["person"], a=target["attribute"])
