@@ -24,6 +24,14 @@ from .attach import DeltaMemModel
 from .episodes import IGNORE_INDEX, Episode, EpisodeBuilder, collate_episodes
 
 
+def fsdp_root(trainer: L.Trainer) -> Any | None:
+    """The FullyShardedDataParallel root module when training under FSDP, else None."""
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    wrapped = trainer.strategy.model
+    return wrapped if isinstance(wrapped, FSDP) else None
+
+
 @dataclass
 class OptimConfig:
     lr: float = 2e-4
@@ -193,11 +201,9 @@ class DeltaMemLightning(L.LightningModule):
         self, optimizer: Any, gradient_clip_val: Any = None, gradient_clip_algorithm: Any = None
     ) -> None:
         """FSDP clips through its root module (the norm spans every rank's shard); elsewhere Lightning's default."""
-        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
-
-        wrapped = self.trainer.strategy.model
-        if isinstance(wrapped, FSDP) and gradient_clip_val:
-            wrapped.clip_grad_norm_(gradient_clip_val)
+        root = fsdp_root(self.trainer)
+        if root is not None and gradient_clip_val:
+            root.clip_grad_norm_(gradient_clip_val)
             return
         super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
 

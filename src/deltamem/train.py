@@ -27,7 +27,7 @@ from .adapters import save_adapter, save_release_adapter
 from .attach import DeltaMemModel, attach_memory
 from .backbones import BackboneSpec, LoadedBackbone, load_backbone
 from .episodes import EpisodeBuilder
-from .lightning import DeltaMemLightning, EpisodeDataModule, OptimConfig
+from .lightning import DeltaMemLightning, EpisodeDataModule, OptimConfig, fsdp_root
 from .throughput import ThroughputRecorder
 
 
@@ -66,10 +66,8 @@ def full_parameters(trainer: L.Trainer) -> contextlib.AbstractContextManager:
     collective), elsewhere (single device, DDP, ZeRO-2) they are already whole on every rank."""
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-    wrapped = trainer.strategy.model
-    if isinstance(wrapped, FSDP):
-        return FSDP.summon_full_params(wrapped, writeback=False)
-    return contextlib.nullcontext()
+    root = fsdp_root(trainer)
+    return contextlib.nullcontext() if root is None else FSDP.summon_full_params(root, writeback=False)
 
 
 def run_info(loaded: LoadedBackbone, model: DeltaMemModel) -> dict[str, Any]:
