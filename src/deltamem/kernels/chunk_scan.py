@@ -215,6 +215,11 @@ def _plan(T: int, r: int, chunk_size: int) -> tuple[int, int, int, int]:
     return C, C.bit_length() - 1, max(16, 1 << max(0, r - 1).bit_length()), max(1, -(-T // C))
 
 
+def _launch_meta(C: int, log_c: int, r: int, rp: int, n: int, has_valid: bool) -> dict[str, int | bool]:
+    """Keyword arguments shared by the forward and backward kernel launches."""
+    return dict(R=r, RP=rp, C=C, LOG_C=log_c, HAS_VALID=has_valid, N_STATIC=_n_static(n), num_warps=_NUM_WARPS[C])
+
+
 def _n_static(n_chunks: int) -> int:
     """Chunk count as a compile-time constant under the interpreter, which converts a runtime loop
     bound with int() on a 1-element array (an error under NumPy 2); 0 (runtime bound) on GPU, so
@@ -236,6 +241,7 @@ class _ScanTriton(torch.autograd.Function):
     ) -> tuple[Tensor, Tensor]:
         B, T, H, r = k.shape
         C, log_c, rp, n = _plan(T, r, chunk_size)
+        launch = _launch_meta(C, log_c, r, rp, n, valid is not None)  # compile-time constants of both kernels
         q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))  # (B, T, H, r), any float dtype
         valid_u8 = None if valid is None else valid.contiguous().view(torch.uint8)  # (B, T)
         s0 = state.detach().to(torch.float32).contiguous()  # (B, H, r, r)
@@ -256,23 +262,16 @@ class _ScanTriton(torch.autograd.Function):
                 T,
                 H,
                 n,
-                R=r,
-                RP=rp,
-                C=C,
-                LOG_C=log_c,
-                HAS_VALID=valid_u8 is not None,
-                N_STATIC=_n_static(n),
-                num_warps=_NUM_WARPS[C],
+                **launch,
             )
         ctx.save_for_backward(q, k, v, beta, valid_u8, states)
-        ctx.meta = (C, log_c, rp, n, state.dtype)
+        ctx.launch, ctx.n, ctx.state_dtype = launch, n, state.dtype
         return reads, final
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, d_reads: Tensor, d_final: Tensor) -> tuple[Tensor | None, ...]:
         q, k, v, beta, valid_u8, states = ctx.saved_tensors
-        C, log_c, rp, n, state_dtype = ctx.meta
         B, T, H, r = k.shape
         d_reads = d_reads.to(torch.float32).contiguous()  # (B, T, H, r)
         d_final = d_final.to(torch.float32).contiguous()  # (B, H, r, r)
@@ -297,17 +296,11 @@ class _ScanTriton(torch.autograd.Function):
                 ds0,
                 T,
                 H,
-                n,
-                R=r,
-                RP=rp,
-                C=C,
-                LOG_C=log_c,
-                HAS_VALID=valid_u8 is not None,
-                N_STATIC=_n_static(n),
-                num_warps=_NUM_WARPS[C],
+                ctx.n,
+                **ctx.launch,
             )
         grads = (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dbeta.to(beta.dtype))
-        return *grads, None, ds0.to(state_dtype), None
+        return *grads, None, ds0.to(ctx.state_dtype), None
 
 
 def scan_triton(
