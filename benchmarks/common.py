@@ -23,6 +23,7 @@ from torch import nn
 
 from deltamem import DeltaMemConfig, DeltaMemModel, attach_memory
 from deltamem.backbones import BackboneSpec, build_random, load_backbone
+from deltamem.graph_decode import cache_argument  # noqa: F401  (re-exported for the scripts)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -156,12 +157,6 @@ def random_ids(batch: int, length: int, vocab: int, device: torch.device, seed: 
 
 def vocab_size(model: nn.Module) -> int:
     return int(model.get_input_embeddings().num_embeddings)
-
-
-def cache_argument(model: nn.Module) -> str:
-    """The forward keyword of the KV cache: `cache` (transformers ≥ 5.2x) or `past_key_values`."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
 
 
 def output_cache(output: Any) -> Any:

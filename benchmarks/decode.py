@@ -7,6 +7,9 @@
   timed; tok/s = B × new tokens / time.
 * generate: `generate(max_new_tokens=N, min_new_tokens=N, do_sample=False)` from the prompt,
   prefill included; δ-mem calls `DeltaMemModel.generate`. tok/s = B × N / time.
+* graph: decode-only again, but from a static KV cache with each step replayed from a CUDA graph
+  (`deltamem.graph_decode.GraphDecoder`; prefill and capture untimed). tok/s = B × N / time.
+* graph_generate: `GraphDecoder.generate` (prefill, capture on first use, N − 1 replays) timed whole.
 δ-mem state is reset before every call and must be non-zero in every layer after it. Under SSW
 the prompt is written as segments of `--ssw-segment` tokens and decode steps only read (as
 `DeltaMemModel.generate` does).
@@ -38,6 +41,9 @@ from benchmarks.common import (
     with_memory,
 )
 from benchmarks.timing import Variant, all_checked, arguments, case, environment, measure_interleaved, report
+from deltamem.graph_decode import GraphDecoder
+
+MODES = ("decode", "generate", "graph", "graph_generate")
 
 
 def parse(argv: list[str] | None):
@@ -45,7 +51,9 @@ def parse(argv: list[str] | None):
     parser.add_argument("--prompts", type=int_list, default=[4096, 32768], help="prompt lengths")
     parser.add_argument("--batch", type=int_list, default=[1, 16], help="batch sizes")
     parser.add_argument("--new-tokens", type=int, default=256, help="tokens generated per sequence")
-    parser.add_argument("--modes", default="decode,generate", help="comma list of decode, generate")
+    parser.add_argument(
+        "--modes", default="decode,generate", help="comma list of decode, generate, graph, graph_generate"
+    )
     return parser.parse_args(argv)
 
 
@@ -76,8 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
     """Run the decoding benchmark; print and return the results dict."""
     args = parse(argv)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not set(modes) <= {"decode", "generate"}:
-        raise SystemExit(f"--modes takes decode and/or generate, got {args.modes!r}")
+    if not set(modes) <= set(MODES):
+        raise SystemExit(f"--modes takes a comma list of {', '.join(MODES)}; got {args.modes!r}")
     setup = load_setup(args)
     frozen, wrapped = setup.model, with_memory(setup)
     ssw = setup.memory_config.write == "ssw"
@@ -114,6 +122,13 @@ def main(argv: list[str] | None = None) -> dict:
                 if memory:
                     assert_memory_written(wrapped)
 
+            def graph_ready(g: GraphDecoder, name: str, ids: torch.Tensor = ids) -> None:
+                """Prefill (δ-mem from an empty state) and capture, so the timed part is N replays."""
+                if name == "deltamem":
+                    wrapped.reset_state()
+                g.prefill(ids, None, n_new + 2, **(segments if name == "deltamem" else {}))
+                g.decode(1)  # the first call captures the graph (its warm-up runs one real step)
+
             tokens = batch * n_new
             variants = []
             if "decode" in modes:
@@ -143,6 +158,31 @@ def main(argv: list[str] | None = None) -> dict:
                         tokens=tokens,
                     ),
                 ]
+            if "graph" in modes or "graph_generate" in modes:
+                graphs = {"frozen": GraphDecoder(frozen), "deltamem": GraphDecoder(wrapped)}
+            if "graph" in modes:
+                variants += [
+                    Variant(
+                        f"{name}_graph",
+                        lambda _, g=graphs[name]: g.decode(n_new),
+                        setup=lambda g=graphs[name], name=name, ids=ids: graph_ready(g, name, ids),
+                        check=(lambda _: assert_memory_written(wrapped)) if name == "deltamem" else None,
+                        tokens=tokens,
+                    )
+                    for name in ("frozen", "deltamem")
+                ]
+            if "graph_generate" in modes:
+                variants += [
+                    Variant(
+                        f"{name}_graph_generate",
+                        lambda _, g=graphs[name], extra=extra, ids=ids: g.generate(ids, max_new_tokens=n_new, **extra),
+                        setup=wrapped.reset_state if name == "deltamem" else (lambda: None),
+                        check=(lambda _: assert_memory_written(wrapped)) if name == "deltamem" else None,
+                        tokens=tokens,
+                    )
+                    for name, extra in (("frozen", {}), ("deltamem", segments))
+                ]
+
             stats = measure_interleaved(variants, args.reps, args.warmup, setup.device)
             ratios = [(f"deltamem_{m}", f"frozen_{m}") for m in modes]
             cases.append(

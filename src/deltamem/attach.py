@@ -235,7 +235,28 @@ class DeltaMemModel(nn.Module):
             else:
                 keep = torch.ones(memory.state.shape[0], dtype=torch.bool, device=memory.state.device)
                 keep[samples] = False
-                memory.state = memory.state * keep[:, None, None, None].to(memory.state.dtype)
+                kept = memory.state * keep[:, None, None, None].to(memory.state.dtype)
+                memory.state = kept if memory.pinned is None else memory.pinned.copy_(kept)
+
+    @property
+    def writes_during_decode(self) -> bool:
+        """Whether generated tokens are written (TSW/MSW) or only read (SSW: their message is open)."""
+        return self.memory_config.write != "ssw"
+
+    def pin_state(self, batch_size: int, buffers: dict[int, Tensor] | None = None) -> dict[int, Tensor]:
+        """Move every layer's state into persistent fp32 buffers (reused when their shapes fit), which
+        later writes update in place: a captured CUDA graph of a decode step stays valid across calls.
+        Returns the buffers; `reset_state` unpins."""
+        config = self.memory_config
+        shape = (batch_size, config.num_state_heads, config.rank, config.rank)
+        out: dict[int, Tensor] = {}
+        for i, memory in self.memory_layers.items():
+            buffer = None if buffers is None else buffers.get(i)
+            if buffer is None or buffer.shape != shape:
+                buffer = torch.zeros(shape, dtype=torch.float32, device=memory.in_proj.device)
+            memory.pin(buffer)
+            out[i] = buffer
+        return out
 
     def get_state(self) -> MemoryState:
         """Every layer's state as references: later writes (the fused GPU decode step updates in
@@ -248,6 +269,7 @@ class DeltaMemModel(nn.Module):
             raise KeyError(f"state has no entry for memory layers {sorted(missing)}")
         for i, memory in self.memory_layers.items():
             layer_state = state.layers[i]
+            memory.pinned = None
             memory.state = None if layer_state is None else layer_state.clone()  # decode updates in place
             memory.reads = None
 

@@ -69,7 +69,10 @@ class DeltaMemLayer(nn.Module):
         for target in config.targets:
             self.register_parameter(f"B_{target}", nn.Parameter(torch.zeros(out_features[target], D, dtype=dtype)))
         self.state: Tensor | None = None  # (B, H, r, r), None = all zeros
+        self.pinned: Tensor | None = None  # a buffer writes copy into in place (see `pin`)
         self.reads: Tensor | None = None  # (B, T, D) reads of the current forward call
+        self.decode_corrections: dict[str, Tensor] | None = None  # fused decode: s·B ρ per target, (B, 1, out)
+        self._stacked: tuple[tuple, Tensor, dict[str, slice]] | None = None  # cache of s·[B_q; B_o; …]
         self.last_beta: Tensor | None = None  # (B, T, H, r) write gates of the current call (regulariser)
         self.reset_parameters()
 
@@ -120,8 +123,21 @@ class DeltaMemLayer(nn.Module):
     # ----------------------------------------------------------------- state
     def reset_state(self) -> None:
         self.state = None
+        self.pinned = None
         self.reads = None
+        self.decode_corrections = None
         self.last_beta = None
+
+    def pin(self, buffer: Tensor) -> None:
+        """Hold the state in `buffer` (B, H, r, r) fp32 from now on: the current state is copied in,
+        and later gradient-free writes of the same shape copy into it rather than rebind `state`.
+        A captured CUDA graph then keeps reading and writing the right memory. `reset_state` unpins."""
+        if self.config.state_dtype_between_calls != "float32":
+            raise ValueError(
+                "pinning the state needs memory.state_dtype_between_calls=float32 (decode updates it in place)"
+            )
+        buffer.copy_(self.current_state(buffer.shape[0], buffer.device))
+        self.state = self.pinned = buffer
 
     def current_state(self, batch_size: int, device: torch.device) -> Tensor:
         """The state as fp32 (B, H, r, r); zeros if none was written yet."""
@@ -136,6 +152,12 @@ class DeltaMemLayer(nn.Module):
         return self.state.float()
 
     def _store(self, state: Tensor) -> None:
+        pinned = self.pinned
+        if pinned is not None and not state.requires_grad and state.shape == pinned.shape:
+            pinned.copy_(state)
+            self.state = pinned
+            return
+        self.pinned = None
         between = _DTYPES[self.config.state_dtype_between_calls]
         self.state = state if between == torch.float32 else state.to(between)
 
@@ -164,6 +186,7 @@ class DeltaMemLayer(nn.Module):
         """
         B, T, _ = x.shape
         state = self.current_state(B, x.device)
+        self.decode_corrections = None
         if self._fused_decode_applies(x, write):
             return self._fused_decode(x, state, valid, write)
         pre = self.project(x)
@@ -204,7 +227,8 @@ class DeltaMemLayer(nn.Module):
         )
 
     def _fused_decode(self, x: Tensor, state: Tensor, valid: Tensor | None, write: bool) -> Tensor:
-        """The whole decode step (projection, gates, read, in-place write) in one Triton launch."""
+        """The decode step in two launches: one Triton kernel (projection, gates, read, in-place
+        write; ρ stored in x's dtype) and one GEMV for every target's s·B ρ at once."""
         from .kernels.decode_step import memory_step_triton
 
         state = state.contiguous()
@@ -217,17 +241,43 @@ class DeltaMemLayer(nn.Module):
             write,
             self.heads,
             self.rank,
-        )
+            out_dtype=x.dtype,
+        )  # (B, D)
         self.state = state
         self.last_beta = None
-        self.reads = reads[:, None].to(self.in_proj.dtype)
+        self.reads = reads[:, None]  # (B, 1, D)
+        stacked, parts = self._stacked_corrections(x.dtype)
+        every = F.linear(reads, stacked)  # (B, Σ out)
+        self.decode_corrections = {target: every[:, None, part] for target, part in parts.items()}
         return self.reads
+
+    def _stacked_corrections(self, dtype: torch.dtype) -> tuple[Tensor, dict[str, slice]]:
+        """s·[B_q; B_o; …] in `dtype` (Σ out, D) and each target's rows; rebuilt only when a B changed
+        (parameter versions are part of the key), so decode steps and captured graphs reuse it."""
+        mats = [self.correction_matrix(t) for t in self.config.targets]
+        key = (dtype, self.config.scale, *((m.data_ptr(), m._version) for m in mats))
+        if self._stacked is None or self._stacked[0] != key:
+            with torch.no_grad():
+                stacked = (self.config.scale * torch.cat([m.float() for m in mats])).to(dtype)
+            parts, start = {}, 0
+            for target, m in zip(self.config.targets, mats):
+                parts[target] = slice(start, start + m.shape[0])
+                start += m.shape[0]
+            self._stacked = (key, stacked, parts)
+        return self._stacked[1], self._stacked[2]
 
     def correction(self, target: str) -> Tensor:
         """B_target ρ for the current call, unscaled: (B, T, out_features). Scale with `config.scale`."""
         if self.reads is None:
             raise RuntimeError(f"layer {self.layer_index}: correction requested before the memory was read")
         return F.linear(self.reads, self.correction_matrix(target))
+
+    def correction_term(self, target: str) -> tuple[Tensor, float]:
+        """(C, c) with c·C = s·B_target ρ for the current call, C: (B, T, out_features). The fused
+        decode step has C already scaled (c = 1); otherwise C = B ρ and c = s (folded into the GEMM)."""
+        if self.decode_corrections is not None:
+            return self.decode_corrections[target], 1.0
+        return self.correction(target), self.config.scale
 
 
 def segment_means(pre: Tensor, segment_ids: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -275,16 +325,20 @@ class CorrectedLinear(nn.Module):
         return self.base_layer.weight
 
     def forward(self, x: Tensor) -> Tensor:
-        """base(x) + s·B ρ, with the add and the scale folded into the base GEMM (one addmm)."""
+        """base(x) + s·B ρ, with the add and the scale folded into the base GEMM (one addmm; for a
+        single row, the correction is the GEMM's bias)."""
         base = self.base_layer
-        correction = self.memory.correction(self.target).to(x.dtype)  # (B, T, out)
+        correction, coefficient = self.memory.correction_term(self.target)  # (B, T, out)
+        correction = correction.to(x.dtype)
         if base.bias is not None:
-            return base(x) + self.memory.config.scale * correction
+            return base(x) + coefficient * correction
+        if coefficient == 1.0 and x.numel() == base.in_features:  # one token of one sequence
+            return F.linear(x, base.weight, correction.reshape(base.out_features))
         out = torch.addmm(
             correction.reshape(-1, base.out_features),
             x.reshape(-1, base.in_features),
             base.weight.t(),
-            beta=self.memory.config.scale,
+            beta=coefficient,
         )
         return out.view(*x.shape[:-1], base.out_features)
 

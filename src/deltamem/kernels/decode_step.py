@@ -274,12 +274,14 @@ def memory_step_triton(
     rank: int,
     *,
     num_splits: int | None = None,
+    out_dtype: torch.dtype = torch.float32,
 ) -> Tensor:
     """Fused decode step: one kernel launch, state updated in place.
 
     x: (B, d) fp32/bf16/fp16, any strides; in_proj: (4D, d); beta_bias: (D,);
     state: (B, H, r, r) contiguous fp32, overwritten with the new state when `write`;
-    valid: (B,) bool or None. r must be a power of two. Returns reads (B, D) fp32.
+    valid: (B,) bool or None. r must be a power of two. Returns reads (B, D), computed in fp32
+    and stored as `out_dtype` (the backbone's dtype saves a cast launch per layer).
     num_splits: slices of d per row (grid B × num_splits); None picks one from the SM count
     (always 1 under the interpreter). Results do not depend on it beyond fp32 rounding.
     Not safe to run concurrently on two streams of one device (shared arrival counters).
@@ -297,7 +299,7 @@ def memory_step_triton(
             f"state must be a contiguous fp32 ({B}, {heads}, {rank}, {rank}) tensor, "
             f"got {tuple(state.shape)} {state.dtype}"
         )
-    reads = torch.empty(B, D, dtype=torch.float32, device=x.device)  # (B, D), no launch
+    reads = torch.empty(B, D, dtype=out_dtype, device=x.device)  # (B, D), no launch
     if B == 0:
         return reads
     if valid is not None:
