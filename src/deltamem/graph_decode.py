@@ -208,7 +208,16 @@ class GraphDecoder:
             self._step()
         torch.cuda.current_stream(self.device).wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):  # records the kernels; none of them runs now
-            self._step()
+        try:
+            with torch.cuda.graph(graph):  # records the kernels; none of them runs now
+                self._step()
+        except RuntimeError as error:
+            attention = getattr(self.hf.config, "_attn_implementation", None)
+            raise RuntimeError(
+                f"capturing the decode step as a CUDA graph failed ({error}). Something in the forward call "
+                f"synchronises with the host or copies a host tensor (attention implementation: {attention!r}; "
+                "transformers 5.17's eager-attention mask does, SDPA's does not). Load the backbone with "
+                "attn_implementation='sdpa', or decode with GraphDecoder(model, use_graph=False)."
+            ) from error
         self.graph = graph
         self.captures += 1
