@@ -48,7 +48,8 @@ def build_tables(run_dirs: Sequence[Path]) -> tuple[str, str]:
         header += ["n", "×frozen"]
         lines = [f"### {benchmark} (protocol: {runs[0].get('protocol')})", "", "| " + " | ".join(header) + " |"]
         lines.append("|" + "---|" * len(header))
-        for run in runs:
+        labels = _row_labels(runs)
+        for run, label in zip(runs, labels):
             frozen = next((r for r in runs if r["method"] == FROZEN and r.get("backbone") == run.get("backbone")), None)
             for c in (c for c in conditions if c in run["conditions"]):
                 summary = run["conditions"][c]
@@ -59,7 +60,7 @@ def build_tables(run_dirs: Sequence[Path]) -> tuple[str, str]:
                 base = (frozen or {}).get("conditions", {}).get(c, {}).get("overall")
                 ratio = overall / base if overall is not None and base else None
                 backbone = (run.get("backbone") or {}).get("name", "?")
-                row = [run["method"], backbone, c, _fmt(overall), *map(_fmt, named), *map(_fmt, sub_values)]
+                row = [label, backbone, c, _fmt(overall), *map(_fmt, named), *map(_fmt, sub_values)]
                 row += [str(summary.get("n", "–")), _fmt(ratio)]
                 lines.append("| " + " | ".join(row) + " |")
                 cells.append(_cell(run, benchmark, c, "overall", overall))
@@ -97,6 +98,13 @@ def _categories(summary: dict[str, Any]) -> list[str]:
 
 def _is_count(name: str) -> bool:
     return name == "n" or name.startswith("n_")
+
+
+def _row_labels(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """The method name, or `method [run folder]` where several runs of one benchmark share a method
+    (two adapters of one δ-mem variant, one baseline under two settings)."""
+    names = [r["method"] for r in runs]
+    return [n if names.count(n) == 1 else f"{n} [{Path(r['run_dir']).name}]" for n, r in zip(names, runs)]
 
 
 def _ordered_union(groups: Any) -> list[str]:

@@ -265,6 +265,13 @@ def test_table_cells_are_hand_checked(tmp_path):
     assert "| vanilla | b | no_context | 8.00 | 6.00 | 30.00 | 3 | 1.00 |" in markdown
     assert f"hotpotqa,deltamem_tsw,b,full_context,f1,30.0,{runs[1]}" in csv_text.splitlines()
 
+    # two runs of one method are told apart by their run folder
+    runs.append(run_dir("hd360", "deltamem_tsw", "hotpotqa", {"full_context": hotpot(20.0, 40.0)}))
+    markdown, _ = build_tables(runs)
+    assert "| deltamem_tsw [hd] | b | full_context | 15.00 | 30.00 | 4 | 1.50 |" in markdown
+    assert "| deltamem_tsw [hd360] | b | full_context | 20.00 | 40.00 | 4 | 2.00 |" in markdown
+    assert "| vanilla | b | full_context | 10.00 | 20.00 | 4 | 1.00 |" in markdown
+
 
 # ---------------------------------------------------------------------- configs
 @pytest.mark.parametrize("name", ["synthetic", "locomo", "hotpotqa", "ifeval", "gpqa", "memory_agent_bench"])

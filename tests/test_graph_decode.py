@@ -167,3 +167,27 @@ def test_fused_decode_step_gives_the_same_tokens(variant, monkeypatch):
         assert torch.equal(got, want)
     for i, s in runs[False][1].items():
         assert torch.allclose(runs[True][1][i], s, atol=1e-5, rtol=1e-4)
+
+
+def test_pinned_state_is_written_in_place_and_unpinned_by_reset():
+    """pin_state keeps each layer's state in one buffer that later writes update; reset unpins."""
+    ids, mask = ids_and_left_padded_mask(B=2, pad=(0, 2))
+    model = _models("tsw", "cpu")
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    written = _states(model)
+    buffers = model.pin_state(2)
+    for i, buffer in buffers.items():
+        assert model.memory_layers[i].state is buffer and torch.equal(buffer, written[i])
+    with torch.no_grad():
+        model(input_ids=ids[:, :4], attention_mask=mask[:, :4])  # a second write lands in the same buffers
+    for i, buffer in buffers.items():
+        assert model.memory_layers[i].state is buffer and not torch.equal(buffer, written[i])
+    assert model.pin_state(2, buffers) == buffers  # shapes fit: the same buffers are reused
+    model.reset_state(torch.tensor([0]))  # forgetting one sample keeps the buffers
+    assert all(model.memory_layers[i].state is b and not b[0].any() for i, b in buffers.items())
+    model.reset_state()
+    assert all(m.state is None and m.pinned is None for m in model.memory_layers.values())
+    with torch.no_grad():
+        model(input_ids=ids, attention_mask=mask)
+    assert all(model.memory_layers[i].state is not b for i, b in buffers.items())
