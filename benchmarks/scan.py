@@ -5,8 +5,9 @@
 Inputs are random (q, k unit-norm per head, v normal, β = sigmoid(normal − 1.5)), built before
 timing. `reference` (the token loop) runs only for T ≤ --reference-max-t unless
 --include-reference. fwd runs under no_grad; fwd+bwd backpropagates random cotangents of the
-reads and the final state to all four inputs. The chunk size defaults to the memory config's
-`scan_chunk_size`. No backbone is built: --backbone only feeds the config composition.
+reads and the final state to all four inputs. On CUDA both Triton kernel families are timed:
+`triton_rows` (a program per state row walking the chunks) and `triton_chunks` (chunks side by
+side). The chunk size of `chunked` defaults to the memory config's `scan_chunk_size`. No backbone is built: --backbone only feeds the config composition.
 """
 
 from __future__ import annotations
@@ -102,15 +103,16 @@ def main(argv: list[str] | None = None) -> dict:
     chunk = args.chunk_size or memory_config.scan_chunk_size
     cases = []
     for T in args.lengths:
-        impls = ["chunked"] + (["triton"] if device.type == "cuda" and triton_available() else [])
+        impls = ["chunked"] + (["triton_rows", "triton_chunks"] if device.type == "cuda" and triton_available() else [])
         impls += ["reference"] if args.include_reference or T <= args.reference_max_t else []
         for H in args.heads:
             inputs = make_inputs(args.batch, T, H, args.rank, device, dtype, args.seed)
             variants = [v for impl in impls for v in scan_variants(inputs, impl, chunk, args.seed)]
             stats = measure_interleaved(variants, args.reps, args.warmup, device)
             ratios = [("chunked_fwd_bwd", "chunked_fwd")]
-            if "triton" in impls:
-                ratios += [("chunked_fwd", "triton_fwd"), ("chunked_fwd_bwd", "triton_fwd_bwd")]
+            if "triton_rows" in impls:
+                ratios += [(f"chunked_{d}", f"triton_rows_{d}") for d in ("fwd", "fwd_bwd")]
+                ratios += [(f"triton_rows_{d}", f"triton_chunks_{d}") for d in ("fwd", "fwd_bwd")]
             if "reference" in impls:
                 ratios += [("reference_fwd", "chunked_fwd"), ("reference_fwd_bwd", "chunked_fwd_bwd")]
             params = {

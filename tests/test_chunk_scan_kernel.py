@@ -62,14 +62,20 @@ def make_inputs(B: int, T: int, H: int, r: int = 8, seed: int = 0, pad_frac: flo
     return tuple(x.to(device) for x in (q, k, v, beta, valid, state))
 
 
-def check(q, k, v, beta, valid, state, *, chunk_size=C_FAST, tol=TOL, grad_tol=TOL, dtype=torch.float32):
+@pytest.fixture(params=[False, True], ids=["rows", "chunks"])
+def parallel(request) -> bool:
+    """Both kernel families: one program per row walking the chunks, and chunks side by side."""
+    return request.param
+
+
+def check(q, k, v, beta, valid, state, *, parallel, chunk_size=C_FAST, tol=TOL, grad_tol=TOL, dtype=torch.float32):
     """scan_triton on inputs cast to `dtype` vs scan_reference in fp64 on the same (rounded) values.
 
     Returns the kernel's final state and its gradients (q, k, v, beta[, state])."""
     g = torch.Generator().manual_seed(1)
     leaves = [x.to(dtype).requires_grad_(True) for x in (q, k, v, beta)]
     s0 = None if state is None else state.float().requires_grad_(True)
-    reads, final = scan_triton(*leaves, valid, s0, chunk_size=chunk_size)
+    reads, final = scan_triton(*leaves, valid, s0, chunk_size=chunk_size, parallel=parallel)
     assert reads.dtype == final.dtype == torch.float32
     w_reads = torch.randn(reads.shape, generator=g, dtype=torch.float64).to(reads.device)
     w_final = torch.randn(final.shape, generator=g, dtype=torch.float64).to(reads.device)
@@ -99,17 +105,17 @@ def check(q, k, v, beta, valid, state, *, chunk_size=C_FAST, tol=TOL, grad_tol=T
 
 @pytest.mark.parametrize("H", [1, 3])
 @pytest.mark.parametrize("T", [1, 7, 63, 64, 65, 200])
-def test_matches_reference(T: int, H: int) -> None:
+def test_matches_reference(parallel: bool, T: int, H: int) -> None:
     B = 2 if H == 1 else 1  # the interpreter's time grows with B·H·r programs
-    check(*make_inputs(B, T, H, seed=10 * T + H))
+    check(*make_inputs(B, T, H, seed=10 * T + H), parallel=parallel)
 
 
-def test_no_valid_no_state() -> None:
+def test_no_valid_no_state(parallel: bool) -> None:
     q, k, v, beta, _, _ = make_inputs(2, 65, 1, seed=2)
-    check(q, k, v, beta, None, None)
+    check(q, k, v, beta, None, None, parallel=parallel)
 
 
-def test_padding_masks_and_nan_at_padding() -> None:
+def test_padding_masks_and_nan_at_padding(parallel: bool) -> None:
     """Rows: left padded, right padded, fully invalid, holes. NaN at padding never leaks."""
     B, T, H = 4, 40, 1
     q, k, v, beta, valid, state = make_inputs(B, T, H, seed=3, pad_frac=0.0)
@@ -118,18 +124,18 @@ def test_padding_masks_and_nan_at_padding() -> None:
     valid[2] = False
     valid[3, ::3] = False
     nan_in = [torch.where(valid[..., None, None], x, float("nan")) for x in (q, k, v, beta)]
-    final, grads = check(*nan_in, valid, state)  # the oracle sees zeros at padding, the kernel NaN
+    final, grads = check(*nan_in, valid, state, parallel=parallel)  # the oracle sees zeros at padding, the kernel NaN
     assert torch.equal(final[2], state[2].float())  # the fully invalid row keeps its state
     assert all(torch.isfinite(g_).all() for g_ in grads)
 
 
-def test_bf16_inputs() -> None:
+def test_bf16_inputs(parallel: bool) -> None:
     """bf16 q, k, v, beta are computed in fp32; gradients come back in bf16 (hence their tolerance)."""
-    check(*make_inputs(2, 70, 1, seed=4), dtype=torch.bfloat16, grad_tol=1e-2)
+    check(*make_inputs(2, 70, 1, seed=4), dtype=torch.bfloat16, grad_tol=1e-2, parallel=parallel)
 
 
 @pytest.mark.parametrize("pattern", ["all", "some"])
-def test_saturated_gates(pattern: str) -> None:
+def test_saturated_gates(parallel: bool, pattern: str) -> None:
     """β = 1 exactly (1 − β floored before the log): state rows are overwritten, decays vanish."""
     q, k, v, beta, valid, state = make_inputs(1, 150, 1, seed=5)
     if pattern == "all":
@@ -139,17 +145,17 @@ def test_saturated_gates(pattern: str) -> None:
         hit = torch.rand(beta.shape, generator=g) < 0.3
         hit[:, 64:120] = True
         beta = torch.where(hit.to(beta.device), 1.0, beta)
-    check(q, k, v, beta, valid, state)
+    check(q, k, v, beta, valid, state, parallel=parallel)
 
 
 @pytest.mark.parametrize("chunk_size", [16, 32])
-def test_other_chunk_sizes(chunk_size: int) -> None:
-    check(*make_inputs(1, 77, 1, seed=7), chunk_size=chunk_size)
+def test_other_chunk_sizes(parallel: bool, chunk_size: int) -> None:
+    check(*make_inputs(1, 77, 1, seed=7), chunk_size=chunk_size, parallel=parallel)
 
 
 @pytest.mark.parametrize("r", [4, 16])
-def test_other_ranks(r: int) -> None:
-    check(*make_inputs(1, 40, 1, r=r, seed=r))
+def test_other_ranks(parallel: bool, r: int) -> None:
+    check(*make_inputs(1, 40, 1, r=r, seed=r), parallel=parallel)
 
 
 def test_delta_scan_triton_equals_chunked() -> None:
@@ -183,10 +189,37 @@ def test_auto_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("chunk_size", [16, 32, 64])
-def test_gpu_long_sequences(chunk_size: int) -> None:
+def test_gpu_long_sequences(parallel: bool, chunk_size: int) -> None:
     """B 4, T 2048, H 4 on CUDA (ragged lengths): values and gradients against the reference."""
     q, k, v, beta, valid, state = make_inputs(4, 2048, 4, seed=9, pad_frac=0.0, device="cuda")
     valid[1, :300] = False  # left padded
     valid[2, 1500:] = False  # right padded
     valid[3] = False
-    check(q, k, v, beta, valid, state, chunk_size=chunk_size)
+    check(q, k, v, beta, valid, state, chunk_size=chunk_size, parallel=parallel)
+
+
+def test_parallel_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Chunks side by side only on CUDA with fewer rows than SMs and ≥ 8 chunks; the env var forces it."""
+    monkeypatch.delenv("DELTAMEM_SCAN_PARALLEL", raising=False)
+    assert not chunk_scan.prefer_parallel(8, 512, torch.device("cpu"))
+    if HAS_CUDA:
+        sms = torch.cuda.get_device_properties(0).multi_processor_count
+        cuda = torch.device("cuda")
+        assert chunk_scan.prefer_parallel(8, 512, cuda)
+        assert not chunk_scan.prefer_parallel(sms, 512, cuda) and not chunk_scan.prefer_parallel(8, 4, cuda)
+    monkeypatch.setenv("DELTAMEM_SCAN_PARALLEL", "1")
+    assert chunk_scan.prefer_parallel(10_000, 1, torch.device("cpu"))
+    monkeypatch.setenv("DELTAMEM_SCAN_PARALLEL", "0")
+    assert not chunk_scan.prefer_parallel(8, 512, torch.device("cuda"))
+
+
+def test_delta_scan_kernel_families_agree() -> None:
+    """delta_scan's triton_rows and triton_chunks give the same reads, final state and gradients."""
+    q, k, v, beta, valid, state = make_inputs(1, 70, 2, seed=11)
+    outs = []
+    for impl in ("triton_rows", "triton_chunks"):
+        leaves = [x.float().requires_grad_(True) for x in (q, k, v, beta, state)]
+        reads, final = delta_scan(*leaves[:4], valid, leaves[4], impl=impl)
+        outs.append((reads, final, *torch.autograd.grad(reads.square().sum() + final.sum(), leaves)))
+    for a, b in zip(*outs):
+        assert rel_err(a, b) <= TOL

@@ -20,10 +20,13 @@ Three implementations share one public function, `delta_scan`:
   chained by a parallel prefix scan (⌈log2(T/C)⌉ steps of tiny r×r products); all decays are
   ratios γ_t/γ_j ≤ 1 computed in log space, so no chunk can overflow.
 
-* `triton` — the same chunked algebra as one Triton kernel per direction
-  (deltamem.kernels.chunk_scan): a program per (sequence, head, state row) carries its row across
-  chunks; forward and backward both solve each chunk's triangular system with matrix ops.
-  `auto` picks it for fp32 CUDA tensors when triton imports, unless DELTAMEM_TRITON_SCAN=0.
+* `triton` — the same chunked algebra as Triton kernels, in two families: `triton_rows`
+  (deltamem.kernels.chunk_scan: a program per (sequence, head, state row) carries its row across
+  the chunks) and `triton_chunks` (deltamem.kernels.chunk_scan_parallel: the chunks' affine maps
+  built side by side, chained per row, then every chunk's reads or gradients side by side again).
+  `triton` picks one by `chunk_scan.prefer_parallel` (few rows and many chunks: chunks side by
+  side). `auto` picks `triton` for fp32 CUDA tensors when triton imports, unless
+  DELTAMEM_TRITON_SCAN=0.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-ScanImpl = Literal["auto", "reference", "chunked", "triton"]
+ScanImpl = Literal["auto", "reference", "chunked", "triton", "triton_rows", "triton_chunks"]
+_TRITON_FAMILY = {"triton": None, "triton_rows": False, "triton_chunks": True}  # impl -> `parallel`
 
 _LOG_FLOOR = 1e-30  # 1 − β is floored here before the log: β → 1 in fp32 would give log 0.
 
@@ -58,8 +62,9 @@ def delta_scan(
         v: (B, T, H, r) values; beta: (B, T, H, r) write gates in (0, 1), one per state row.
         valid: (B, T) bool, False for padding. None means every token is valid.
         initial_state: (B, H, r, r) state before the first token (zeros if None).
-        impl: `reference`, `chunked`, `triton`, or `auto`: triton for fp32 CUDA tensors when triton
-            imports and DELTAMEM_TRITON_SCAN != "0", else chunked for T > 1 and one step for T == 1.
+        impl: `reference`, `chunked`, `triton` (`triton_rows` / `triton_chunks` force a kernel
+            family), or `auto`: triton for fp32 CUDA tensors when triton imports and
+            DELTAMEM_TRITON_SCAN != "0", else chunked for T > 1 and one step for T == 1.
         chunk_size: chunk length C of the chunked form (the triton kernel keeps its own, tuned C).
 
     Returns:
@@ -85,12 +90,14 @@ def delta_scan(
             return scan_reference(q, k, v, beta, valid, initial_state)
         if impl == "chunked":
             return scan_chunked(q, k, v, beta, valid, initial_state, chunk_size=chunk_size)
-        if impl == "triton":  # imported here: triton is optional and slow to import
+        if impl in _TRITON_FAMILY:  # imported here: triton is optional and slow to import
             from deltamem.kernels.chunk_scan import scan_triton
 
-            reads, final = scan_triton(q, k, v, beta, valid, initial_state)
+            reads, final = scan_triton(q, k, v, beta, valid, initial_state, parallel=_TRITON_FAMILY[impl])
             return reads.to(dtype), final.to(dtype)  # computed in fp32 (fp64 inputs are not kept)
-    raise ValueError(f"unknown scan impl {impl!r}; expected auto, reference, chunked or triton")
+    raise ValueError(
+        f"unknown scan impl {impl!r}; expected auto, reference, chunked, triton, triton_rows or triton_chunks"
+    )
 
 
 def _use_triton(k: Tensor) -> bool:

@@ -103,6 +103,47 @@ if triton is not None:
         return x, y
 
     @triton.jit
+    def _chunk_forward(K, Q, c, v, D, gam_prev, s, LOG_C: tl.constexpr):
+        """One chunk of one row from its state s at the chunk start: reads ρ (C,) and the w (C,)
+        with s_end = γ_C s − Kᵀ(tail ∘ w)."""
+        A = D * tl.dot(K, tl.trans(K), input_precision="ieee")  # (C, C) D ∘ K Kᵀ
+        QK = D * tl.dot(Q, tl.trans(K), input_precision="ieee")  # (C, C) D ∘ Q Kᵀ
+        Ks = tl.sum(K * s[None, :], axis=1)  # (C,) k_t · s0
+        w, _ = _solve_unit_lower(-c[:, None] * A, c * gam_prev * Ks - c * v, Ks, LOG_C, False)
+        rho = gam_prev * tl.sum(Q * s[None, :], axis=1) - tl.sum(QK * w[None, :], axis=1)
+        return rho, w
+
+    @triton.jit
+    def _chunk_backward(
+        d_reads_ptr, dq_ptr, dk_ptr, dv_ptr, dbeta_ptr,
+        t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C, s, lam, T, i,
+        R: tl.constexpr, RP: tl.constexpr, LOG_C: tl.constexpr,
+    ):  # fmt: skip
+        """Gradients of one chunk of one row, from its start state s and λ = ∂loss/∂(row at the chunk
+        end): stores dβ and dv, adds dq and dk (atomics over rows); returns λ at the chunk start."""
+        cols = tl.arange(0, RP)
+        d_rho = tl.load(d_reads_ptr + tok * R + i, mask=ok, other=0.0)  # (C,) reads at invalid tokens are 0
+        A = D * tl.dot(K, tl.trans(K), input_precision="ieee")
+        QK = D * tl.dot(Q, tl.trans(K), input_precision="ieee")
+        Ks = tl.sum(K * s[None, :], axis=1)
+        rhs_z = tail * tl.sum(K * lam[None, :], axis=1) + tl.sum(QK * d_rho[:, None], axis=0)
+        w, z = _solve_unit_lower(-c[:, None] * A, c * gam_prev * Ks - c * v, rhs_z, LOG_C, True)
+        p = gam_prev * Ks - tl.sum(A * w[None, :], axis=1)  # (C,) s_{t-1} · k_t
+        # rows s_{t-1} and λ_t of the chunk, (C, RP) each
+        s_prev = gam_prev[:, None] * s[None, :] - tl.dot(D, w[:, None] * K, input_precision="ieee")
+        E = d_rho[:, None] * Q - (c * z)[:, None] * K  # what token t injects into λ_{t-1}
+        Lam = tail[:, None] * lam[None, :] + tl.dot(tl.trans(D), E, input_precision="ieee")
+        da = tl.sum(Lam * s_prev, axis=1)
+        d_beta = tl.where(ok, v * z - p * z - da, 0.0)  # c = β, a = 1 − β, u = β v
+        tl.store(dbeta_ptr + tok * R + i, d_beta, mask=t < T)
+        tl.store(dv_ptr + tok * R + i, c * z, mask=t < T)
+        m2 = ok[:, None] & (cols[None, :] < R)
+        off = tok[:, None] * R + cols[None, :]
+        tl.atomic_add(dq_ptr + off, d_rho[:, None] * s_prev, mask=m2, sem="relaxed")
+        tl.atomic_add(dk_ptr + off, -w[:, None] * Lam - (c * z)[:, None] * s_prev, mask=m2, sem="relaxed")
+        return gam_C * lam + tl.sum(gam_prev[:, None] * E, axis=0)
+
+    @triton.jit
     def _scan_fwd_kernel(
         q_ptr,
         k_ptr,
@@ -134,11 +175,7 @@ if triton is not None:
             t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C = _chunk_setup(
                 k_ptr, q_ptr, beta_ptr, v_ptr, valid_ptr, b, h, n * C, T, H, i, R, RP, C, HAS_VALID
             )
-            A = D * tl.dot(K, tl.trans(K), input_precision="ieee")  # (C, C) D ∘ K Kᵀ
-            QK = D * tl.dot(Q, tl.trans(K), input_precision="ieee")  # (C, C) D ∘ Q Kᵀ
-            Ks = tl.sum(K * s[None, :], axis=1)  # (C,) k_t · s0
-            w, _ = _solve_unit_lower(-c[:, None] * A, c * gam_prev * Ks - c * v, Ks, LOG_C, False)
-            rho = gam_prev * tl.sum(Q * s[None, :], axis=1) - tl.sum(QK * w[None, :], axis=1)
+            rho, w = _chunk_forward(K, Q, c, v, D, gam_prev, s, LOG_C)
             tl.store(reads_ptr + tok * R + i, tl.where(ok, rho, 0.0), mask=t < T)
             s = gam_C * s - tl.sum((tail * w)[:, None] * K, axis=0)
         tl.store(final_ptr + row + cols, s, mask=cols < R)
@@ -180,26 +217,10 @@ if triton is not None:
             t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C = _chunk_setup(
                 k_ptr, q_ptr, beta_ptr, v_ptr, valid_ptr, b, h, n * C, T, H, i, R, RP, C, HAS_VALID
             )
-            d_rho = tl.load(d_reads_ptr + tok * R + i, mask=ok, other=0.0)  # (C,) reads at invalid tokens are 0
-            A = D * tl.dot(K, tl.trans(K), input_precision="ieee")
-            QK = D * tl.dot(Q, tl.trans(K), input_precision="ieee")
-            Ks = tl.sum(K * s[None, :], axis=1)
-            rhs_z = tail * tl.sum(K * lam[None, :], axis=1) + tl.sum(QK * d_rho[:, None], axis=0)
-            w, z = _solve_unit_lower(-c[:, None] * A, c * gam_prev * Ks - c * v, rhs_z, LOG_C, True)
-            p = gam_prev * Ks - tl.sum(A * w[None, :], axis=1)  # (C,) s_{t-1} · k_t
-            # rows s_{t-1} and λ_t of the chunk, (C, RP) each
-            s_prev = gam_prev[:, None] * s[None, :] - tl.dot(D, w[:, None] * K, input_precision="ieee")
-            E = d_rho[:, None] * Q - (c * z)[:, None] * K  # what token t injects into λ_{t-1}
-            Lam = tail[:, None] * lam[None, :] + tl.dot(tl.trans(D), E, input_precision="ieee")
-            da = tl.sum(Lam * s_prev, axis=1)
-            d_beta = tl.where(ok, v * z - p * z - da, 0.0)  # c = β, a = 1 − β, u = β v
-            tl.store(dbeta_ptr + tok * R + i, d_beta, mask=t < T)
-            tl.store(dv_ptr + tok * R + i, c * z, mask=t < T)
-            m2 = ok[:, None] & (cols[None, :] < R)
-            off = tok[:, None] * R + cols[None, :]
-            tl.atomic_add(dq_ptr + off, d_rho[:, None] * s_prev, mask=m2, sem="relaxed")
-            tl.atomic_add(dk_ptr + off, -w[:, None] * Lam - (c * z)[:, None] * s_prev, mask=m2, sem="relaxed")
-            lam = gam_C * lam + tl.sum(gam_prev[:, None] * E, axis=0)
+            lam = _chunk_backward(
+                d_reads_ptr, dq_ptr, dk_ptr, dv_ptr, dbeta_ptr,
+                t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C, s, lam, T, i, R, RP, LOG_C,
+            )  # fmt: skip
         tl.store(ds0_ptr + row + cols, lam, mask=cols < R)
 
 
@@ -238,6 +259,7 @@ class _ScanTriton(torch.autograd.Function):
         valid: Tensor | None,
         state: Tensor,
         chunk_size: int,
+        parallel: bool,
     ) -> tuple[Tensor, Tensor]:
         B, T, H, r = k.shape
         C, log_c, rp, n = _plan(T, r, chunk_size)
@@ -245,62 +267,51 @@ class _ScanTriton(torch.autograd.Function):
         q, k, v, beta = (x.contiguous() for x in (q, k, v, beta))  # (B, T, H, r), any float dtype
         valid_u8 = None if valid is None else valid.contiguous().view(torch.uint8)  # (B, T)
         s0 = state.detach().to(torch.float32).contiguous()  # (B, H, r, r)
-        reads = torch.empty(B, T, H, r, dtype=torch.float32, device=k.device)
-        final = torch.empty(B, H, r, r, dtype=torch.float32, device=k.device)
-        states = torch.empty(B, H, n, r, r, dtype=torch.float32, device=k.device)  # row states at chunk starts
-        if B * H * r > 0:
-            _scan_fwd_kernel[(B, H, r)](
-                q,
-                k,
-                v,
-                beta,
-                valid_u8 if valid_u8 is not None else reads,
-                s0,
-                reads,
-                final,
-                states,
-                T,
-                H,
-                n,
-                **launch,
-            )
-        ctx.save_for_backward(q, k, v, beta, valid_u8, states)
+        valid_arg = valid_u8 if valid_u8 is not None else s0  # a placeholder pointer when HAS_VALID is off
+        maps = None
+        if B * H * r == 0:
+            reads = torch.zeros(B, T, H, r, dtype=torch.float32, device=k.device)
+            final, states = s0.clone(), torch.empty(B, H, n, r, r, dtype=torch.float32, device=k.device)
+        elif parallel:
+            from .chunk_scan_parallel import forward_parallel
+
+            reads, final, states, maps = forward_parallel(q, k, v, beta, valid_arg, s0, launch, n)
+        else:
+            reads = torch.empty(B, T, H, r, dtype=torch.float32, device=k.device)
+            final = torch.empty(B, H, r, r, dtype=torch.float32, device=k.device)
+            states = torch.empty(B, H, n, r, r, dtype=torch.float32, device=k.device)  # row states at chunk starts
+            _scan_fwd_kernel[(B, H, r)](q, k, v, beta, valid_arg, s0, reads, final, states, T, H, n, **launch)
+        ctx.save_for_backward(q, k, v, beta, valid_u8, states, maps)
         ctx.launch, ctx.n, ctx.state_dtype = launch, n, state.dtype
         return reads, final
 
     @staticmethod
     @once_differentiable
     def backward(ctx: FunctionCtx, d_reads: Tensor, d_final: Tensor) -> tuple[Tensor | None, ...]:
-        q, k, v, beta, valid_u8, states = ctx.saved_tensors
+        q, k, v, beta, valid_u8, states, maps = ctx.saved_tensors
         B, T, H, r = k.shape
         d_reads = d_reads.to(torch.float32).contiguous()  # (B, T, H, r)
         d_final = d_final.to(torch.float32).contiguous()  # (B, H, r, r)
-        dq = torch.zeros(B, T, H, r, dtype=torch.float32, device=k.device)  # atomics accumulate over rows
-        dk = torch.zeros_like(dq)
-        dv, dbeta = torch.empty_like(dq), torch.empty_like(dq)
-        ds0 = torch.empty(B, H, r, r, dtype=torch.float32, device=k.device)
-        if B * H * r > 0:
-            _scan_bwd_kernel[(B, H, r)](
-                q,
-                k,
-                v,
-                beta,
-                valid_u8 if valid_u8 is not None else dq,
-                states,
-                d_reads,
-                d_final,
-                dq,
-                dk,
-                dv,
-                dbeta,
-                ds0,
-                T,
-                H,
-                ctx.n,
-                **ctx.launch,
+        valid_arg = valid_u8 if valid_u8 is not None else d_final
+        if B * H * r == 0:
+            dq, dk, dv, dbeta = (torch.zeros(B, T, H, r, dtype=torch.float32, device=k.device) for _ in range(4))
+            ds0 = d_final
+        elif maps is not None:  # the forward ran the chunk-parallel kernels
+            from .chunk_scan_parallel import backward_parallel
+
+            dq, dk, dv, dbeta, ds0 = backward_parallel(
+                q, k, v, beta, valid_arg, states, maps, d_reads, d_final, ctx.launch, ctx.n
             )
+        else:
+            dq = torch.zeros(B, T, H, r, dtype=torch.float32, device=k.device)  # atomics accumulate over rows
+            dk = torch.zeros_like(dq)
+            dv, dbeta = torch.empty_like(dq), torch.empty_like(dq)
+            ds0 = torch.empty(B, H, r, r, dtype=torch.float32, device=k.device)
+            _scan_bwd_kernel[(B, H, r)](
+                q, k, v, beta, valid_arg, states, d_reads, d_final, dq, dk, dv, dbeta, ds0, T, H, ctx.n, **ctx.launch
+            )  # fmt: skip
         grads = (dq.to(q.dtype), dk.to(k.dtype), dv.to(v.dtype), dbeta.to(beta.dtype))
-        return *grads, None, ds0.to(ctx.state_dtype), None
+        return *grads, None, ds0.to(ctx.state_dtype), None, None
 
 
 def scan_triton(
@@ -311,11 +322,14 @@ def scan_triton(
     valid: Tensor | None = None,
     initial_state: Tensor | None = None,
     chunk_size: int = 16,
+    parallel: bool | None = None,
 ) -> tuple[Tensor, Tensor]:
     """The δ-mem scan on the Triton kernels above, differentiable in q, k, v, beta and initial_state.
 
     q, k, v, beta: (B, T, H, r) any float dtype (computed in fp32); valid: (B, T) bool or None;
     initial_state: (B, H, r, r) or None (zeros). chunk_size: C, rounded to a power of two in [16, 64].
+    parallel: run the chunks side by side (`chunk_scan_parallel`) instead of one program per row
+    walking them; None decides by `prefer_parallel`.
     Returns reads (B, T, H, r) and final_state (B, H, r, r), both fp32; reads are 0 at invalid tokens,
     and whatever sits at invalid tokens (even NaN) is never read.
     """
@@ -333,7 +347,21 @@ def scan_triton(
     elif initial_state.shape != (B, H, r, r):
         raise ValueError(f"initial_state must be ({B}, {H}, {r}, {r}), got {tuple(initial_state.shape)}")
     valid = None if valid is None else valid.to(torch.bool)
-    return _ScanTriton.apply(q, k, v, beta, valid, initial_state, chunk_size)
+    if parallel is None:
+        parallel = prefer_parallel(B * H * r, _plan(T, r, chunk_size)[3], k.device)
+    return _ScanTriton.apply(q, k, v, beta, valid, initial_state, chunk_size, parallel)
+
+
+def prefer_parallel(rows: int, n_chunks: int, device: torch.device) -> bool:
+    """Chunk-parallel when the row programs alone would leave most of the GPU idle and there are
+    chunks to spread: fewer rows than streaming multiprocessors, at least 8 chunks. A heuristic, not
+    yet timed; DELTAMEM_SCAN_PARALLEL=1 / 0 forces either."""
+    forced = os.environ.get("DELTAMEM_SCAN_PARALLEL")
+    if forced in ("0", "1"):
+        return forced == "1"
+    if device.type != "cuda":
+        return False
+    return rows < torch.cuda.get_device_properties(device).multi_processor_count and n_chunks >= 8
 
 
 __all__ = ["scan_triton", "triton_available"]
