@@ -44,17 +44,28 @@ if triton is not None:
         return X
 
     @triton.jit
+    def _this_chunk(
+        q_ptr, k_ptr, v_ptr, beta_ptr, valid_ptr, T, H,
+        R: tl.constexpr, RP: tl.constexpr, C: tl.constexpr, HAS_VALID: tl.constexpr,
+    ):  # fmt: skip
+        """The chunk of a (n_chunks, B·H, r) grid program: its chunk n, (b·H + h), state row i, and
+        `_chunk_setup` of that chunk."""
+        n = tl.program_id(0)
+        bh = tl.program_id(1).to(tl.int64)
+        i = tl.program_id(2)
+        t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C = _chunk_setup(
+            k_ptr, q_ptr, beta_ptr, v_ptr, valid_ptr, bh // H, bh % H, n * C, T, H, i, R, RP, C, HAS_VALID
+        )
+        return n, bh, i, t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C
+
+    @triton.jit
     def _chunk_map_kernel(
         q_ptr, k_ptr, v_ptr, beta_ptr, valid_ptr, maps_ptr, offsets_ptr, T, H, n_chunks,
         R: tl.constexpr, RP: tl.constexpr, C: tl.constexpr, LOG_C: tl.constexpr, HAS_VALID: tl.constexpr,
     ):  # fmt: skip
         """Pass 1 (grid n_chunks × B·H × r): the chunk's affine map of row i, M (r, r) and m (r,)."""
-        n = tl.program_id(0)
-        bh = tl.program_id(1).to(tl.int64)
-        i = tl.program_id(2)
-        b, h = bh // H, bh % H
-        t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C = _chunk_setup(
-            k_ptr, q_ptr, beta_ptr, v_ptr, valid_ptr, b, h, n * C, T, H, i, R, RP, C, HAS_VALID
+        n, bh, i, t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C = _this_chunk(
+            q_ptr, k_ptr, v_ptr, beta_ptr, valid_ptr, T, H, R, RP, C, HAS_VALID
         )
         N = -c[:, None] * (D * tl.dot(K, tl.trans(K), input_precision="ieee"))  # −diag(c) A
         W1 = _solve_unit_lower_rows(N, (c * gam_prev)[:, None] * K, LOG_C)  # (C, RP)
@@ -93,15 +104,11 @@ if triton is not None:
         R: tl.constexpr, RP: tl.constexpr, C: tl.constexpr, LOG_C: tl.constexpr, HAS_VALID: tl.constexpr,
     ):  # fmt: skip
         """Pass 3 (grid n_chunks × B·H × r): the chunk's reads from its start row."""
-        n = tl.program_id(0)
-        bh = tl.program_id(1).to(tl.int64)
-        i = tl.program_id(2)
-        b, h = bh // H, bh % H
+        n, bh, i, t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C = _this_chunk(
+            q_ptr, k_ptr, v_ptr, beta_ptr, valid_ptr, T, H, R, RP, C, HAS_VALID
+        )
         rows = tl.arange(0, RP)
         s = tl.load(states_ptr + ((bh * n_chunks + n) * R + i) * R + rows, mask=rows < R, other=0.0)
-        t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C = _chunk_setup(
-            k_ptr, q_ptr, beta_ptr, v_ptr, valid_ptr, b, h, n * C, T, H, i, R, RP, C, HAS_VALID
-        )
         rho, _ = _chunk_forward(K, Q, c, v, D, gam_prev, s, LOG_C)
         tl.store(reads_ptr + tok * R + i, tl.where(ok, rho, 0.0), mask=t < T)
 
@@ -111,12 +118,8 @@ if triton is not None:
         R: tl.constexpr, RP: tl.constexpr, C: tl.constexpr, LOG_C: tl.constexpr, HAS_VALID: tl.constexpr,
     ):  # fmt: skip
         """Backward pass 1 (grid n_chunks × B·H × r): μ, what the chunk's reads add to λ at its start."""
-        n = tl.program_id(0)
-        bh = tl.program_id(1).to(tl.int64)
-        i = tl.program_id(2)
-        b, h = bh // H, bh % H
-        t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C = _chunk_setup(
-            k_ptr, q_ptr, beta_ptr, v_ptr, valid_ptr, b, h, n * C, T, H, i, R, RP, C, HAS_VALID
+        n, bh, i, t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C = _this_chunk(
+            q_ptr, k_ptr, v_ptr, beta_ptr, valid_ptr, T, H, R, RP, C, HAS_VALID
         )
         d_rho = tl.load(d_reads_ptr + tok * R + i, mask=ok, other=0.0)  # (C,)
         N = -c[:, None] * (D * tl.dot(K, tl.trans(K), input_precision="ieee"))
@@ -153,17 +156,13 @@ if triton is not None:
         R: tl.constexpr, RP: tl.constexpr, C: tl.constexpr, LOG_C: tl.constexpr, HAS_VALID: tl.constexpr,
     ):  # fmt: skip
         """Backward pass 3 (grid n_chunks × B·H × r): the chunk's gradients from its start row and end λ."""
-        n = tl.program_id(0)
-        bh = tl.program_id(1).to(tl.int64)
-        i = tl.program_id(2)
-        b, h = bh // H, bh % H
+        n, bh, i, t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C = _this_chunk(
+            q_ptr, k_ptr, v_ptr, beta_ptr, valid_ptr, T, H, R, RP, C, HAS_VALID
+        )
         rows = tl.arange(0, RP)
         at = (bh * n_chunks + n) * R + i
         s = tl.load(states_ptr + at * R + rows, mask=rows < R, other=0.0)
         lam = tl.load(lam_ptr + at * R + rows, mask=rows < R, other=0.0)
-        t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C = _chunk_setup(
-            k_ptr, q_ptr, beta_ptr, v_ptr, valid_ptr, b, h, n * C, T, H, i, R, RP, C, HAS_VALID
-        )
         _chunk_backward(
             d_reads_ptr, dq_ptr, dk_ptr, dv_ptr, dbeta_ptr,
             t, ok, tok, K, Q, c, v, D, gam_prev, tail, gam_C, s, lam, T, i, R, RP, LOG_C,
