@@ -199,18 +199,23 @@ def test_gpu_long_sequences(parallel: bool, chunk_size: int) -> None:
 
 
 def test_parallel_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Chunks side by side only on CUDA with fewer rows than SMs and ≥ 8 chunks; the env var forces it."""
+    """Rows by default; `1` forces chunks side by side; `auto` picks them on CUDA for fewer rows
+    than SMs and ≥ 8 chunks; anything else is refused."""
+    cpu = torch.device("cpu")
     monkeypatch.delenv("DELTAMEM_SCAN_PARALLEL", raising=False)
-    assert not chunk_scan.prefer_parallel(8, 512, torch.device("cpu"))
+    assert not chunk_scan.prefer_parallel(8, 512, cpu)
+    monkeypatch.setenv("DELTAMEM_SCAN_PARALLEL", "1")
+    assert chunk_scan.prefer_parallel(10_000, 1, cpu)
+    monkeypatch.setenv("DELTAMEM_SCAN_PARALLEL", "auto")
+    assert not chunk_scan.prefer_parallel(8, 512, cpu)
     if HAS_CUDA:
         sms = torch.cuda.get_device_properties(0).multi_processor_count
         cuda = torch.device("cuda")
         assert chunk_scan.prefer_parallel(8, 512, cuda)
         assert not chunk_scan.prefer_parallel(sms, 512, cuda) and not chunk_scan.prefer_parallel(8, 4, cuda)
-    monkeypatch.setenv("DELTAMEM_SCAN_PARALLEL", "1")
-    assert chunk_scan.prefer_parallel(10_000, 1, torch.device("cpu"))
-    monkeypatch.setenv("DELTAMEM_SCAN_PARALLEL", "0")
-    assert not chunk_scan.prefer_parallel(8, 512, torch.device("cuda"))
+    monkeypatch.setenv("DELTAMEM_SCAN_PARALLEL", "yes")
+    with pytest.raises(ValueError, match="DELTAMEM_SCAN_PARALLEL"):
+        chunk_scan.prefer_parallel(8, 512, cpu)
 
 
 def test_delta_scan_kernel_families_agree() -> None:

@@ -353,12 +353,20 @@ def scan_triton(
 
 
 def prefer_parallel(rows: int, n_chunks: int, device: torch.device) -> bool:
-    """Chunk-parallel when the row programs alone would leave most of the GPU idle and there are
-    chunks to spread: fewer rows than streaming multiprocessors, at least 8 chunks. A heuristic, not
-    yet timed; DELTAMEM_SCAN_PARALLEL=1 / 0 forces either."""
-    forced = os.environ.get("DELTAMEM_SCAN_PARALLEL")
-    if forced in ("0", "1"):
-        return forced == "1"
+    """Which kernel family `scan_triton(parallel=None)` runs, from DELTAMEM_SCAN_PARALLEL:
+
+    * unset or `0` — one program per row walking the chunks (the kernels timed on GPU so far);
+    * `1` — chunks side by side, always;
+    * `auto` — chunks side by side when the row programs alone would leave most of the GPU idle
+      and there are chunks to spread: fewer rows than streaming multiprocessors, at least 8 chunks.
+
+    The chunk-parallel kernels pass the reference tests under Triton's interpreter but have not yet
+    run on a GPU, hence not the default."""
+    mode = os.environ.get("DELTAMEM_SCAN_PARALLEL", "0")
+    if mode not in ("0", "1", "auto"):
+        raise ValueError(f"DELTAMEM_SCAN_PARALLEL must be 0, 1 or auto, got {mode!r}")
+    if mode != "auto":
+        return mode == "1"
     if device.type != "cuda":
         return False
     return rows < torch.cuda.get_device_properties(device).multi_processor_count and n_chunks >= 8
