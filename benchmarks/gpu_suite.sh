@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU runs behind benchmarks/RESULTS.md. Each part fits one 10-minute device command:
-#   bash benchmarks/gpu_suite.sh tests|decode|prefill|train|scan
+#   bash benchmarks/gpu_suite.sh tests|graph|decode|prefill|train|scan
 # Results (JSON) and logs go to $OUT (or ./bench_out). Wheels for hydra-core/omegaconf/antlr4
 # go in .whl where the machine lacks them (see benchmarks/README.md).
 set -u
@@ -15,16 +15,26 @@ run() {  # run NAME SECONDS ARGS...: one benchmark, its log and JSON in $OUT
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$OUT/device.txt"
 case "${1:-tests}" in
   tests)   timeout 500 python -m pytest -q tests/test_scan.py tests/test_decode_kernel.py tests/test_attach.py \
-             > "$OUT/gpu_tests.log" 2>&1; tail -n 3 "$OUT/gpu_tests.log" ;;
+             tests/test_graph_decode.py tests/test_chunk_scan_kernel.py > "$OUT/gpu_tests.log" 2>&1
+           tail -n 3 "$OUT/gpu_tests.log" ;;
+  graph)   R="--new-tokens 256 --reps 5 --warmup 1"
+           run graph_4k 200 benchmarks/decode.py $B --prompts 4096 --batch 1 --modes graph,graph_generate $R
+           run graph_4k_b16 220 benchmarks/decode.py $B --prompts 4096 --batch 16 --modes graph $R
+           run graph_32k 180 benchmarks/decode.py $B --prompts 32768 --batch 1 --modes graph,graph_generate $R ;;
   decode)  run decode_4k 330 benchmarks/decode.py $B --prompts 4096 --batch 1,16 --new-tokens 128 --modes decode \
              --reps 3 --warmup 1
            run decode_32k 240 benchmarks/decode.py $B --prompts 32768 --batch 1 --new-tokens 64 --modes decode \
              --reps 3 --warmup 1 ;;
-  prefill) run prefill_tsw 300 benchmarks/prefill.py $B --lengths 1024,8192,32768 --reps 5 --warmup 2
-           run prefill_msw 240 benchmarks/prefill.py $B --memory msw --lengths 8192 --reps 5 --warmup 2 ;;
-  train)   run train_tsw 280 benchmarks/train_step.py $B --reps 5 --warmup 2
-           run train_msw 280 benchmarks/train_step.py $B --memory msw --reps 5 --warmup 2 ;;
-  scan)    run scan 200 benchmarks/scan.py --device cuda
+  prefill) for p in 0 1; do  # the scan's row kernels, then its chunk-parallel kernels
+             DELTAMEM_SCAN_PARALLEL=$p run prefill_tsw_p$p 150 benchmarks/prefill.py $B --lengths 1024,8192 --reps 5 --warmup 2
+           done
+           run prefill_msw 150 benchmarks/prefill.py $B --memory msw --lengths 8192 --reps 5 --warmup 2 ;;
+  train)   for p in 0 1; do
+             DELTAMEM_SCAN_PARALLEL=$p run train_tsw_p$p 200 benchmarks/train_step.py $B --reps 5 --warmup 2
+           done
+           run train_msw 180 benchmarks/train_step.py $B --memory msw --reps 5 --warmup 2 ;;
+  scan)    run scan 150 benchmarks/scan.py --device cuda
+           run scan_b1_8k 150 benchmarks/scan.py --device cuda --batch 1 --lengths 8192 --heads 1,4
            timeout 200 python benchmarks/profile_decode.py $B --steps 16 > "$OUT/profile_decode.log" 2>&1 ;;
   *)       echo "unknown part $1"; exit 2 ;;
 esac
