@@ -15,6 +15,13 @@ from evals.runner import EvalRunner, Shard, provenance
 from evals.tables import build_tables
 
 
+def rank_device(rank: int, local_rank: str | None, visible: int) -> int:
+    """The GPU of an evaluation rank: LOCAL_RANK when a launcher set it (torchrun), else the rank
+    modulo the visible GPUs (RANK / WORLD_SIZE set by hand, possibly several ranks per GPU)."""
+    index = int(local_rank) if local_rank is not None else rank
+    return index % max(1, visible)
+
+
 def evaluate(
     cfg: DictConfig,
     conditions: Sequence[str] | None = None,
@@ -26,8 +33,8 @@ def evaluate(
     from deltamem.backbones import load_backbone
 
     shard = Shard.from_env()
-    if shard.world_size > 1 and torch.cuda.is_available():  # one GPU per rank
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", shard.rank)))
+    if shard.world_size > 1 and torch.cuda.is_available():  # ranks spread over the visible GPUs
+        torch.cuda.set_device(rank_device(shard.rank, os.environ.get("LOCAL_RANK"), torch.cuda.device_count()))
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)

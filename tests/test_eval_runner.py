@@ -318,3 +318,11 @@ def test_contexts_are_packed_only_when_the_method_keeps_no_memory(tmp_path, vani
     memory = CountingCalls(memory_method())
     EvalRunner(bench(), memory, ["memory_only"], tmp_path / "d", questions_per_call=4, progress=False).run()
     assert memory.calls == [1] * 6 and len(set(memory.memorized)) == 6  # one memory per context
+
+
+def test_rank_device_spreads_hand_launched_ranks_over_visible_gpus():
+    from evals.tasks import rank_device
+
+    assert [rank_device(r, None, 1) for r in range(4)] == [0, 0, 0, 0]  # RANK by hand, one GPU visible
+    assert [rank_device(r, None, 2) for r in range(4)] == [0, 1, 0, 1]
+    assert rank_device(5, "1", 4) == 1  # torchrun's LOCAL_RANK wins over the global rank
