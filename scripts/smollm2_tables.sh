@@ -21,7 +21,8 @@ ADAPTERS=${ADAPTERS:-adapters}
 ENCODER=${ENCODER:-sentence-transformers/all-MiniLM-L6-v2}
 DEVICE=${DEVICE:-cuda}
 BATCH=${BATCH:-128}  # rows decoded together: SmolLM2 decoding is bound by the host, so a step of 128 rows
-                     # costs about what a step of 32 does (answers do not depend on the batch; tested)
+                     # costs about what a step of 32 does. Rows are isolated (tested on CPU); on a GPU,
+                     # GEMMs of another batch size may still round differently (the earlier runs: 32)
 mkdir -p "$OUT"
 
 EVAL="task=eval backbone.device=$DEVICE task.progress=false method.batch_size=$BATCH task.questions_per_call=$((2 * BATCH))"
