@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import inspect
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from torch import nn
 
 from deltamem import DeltaMemConfig, DeltaMemModel, attach_memory
 from deltamem.backbones import BackboneSpec, build_random, load_backbone
-from deltamem.graph_decode import cache_argument  # noqa: F401  (re-exported for the scripts)
+from deltamem.hf_compat import cache_argument, forward_accepts, returned_cache  # noqa: F401  (re-exported)
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
@@ -159,11 +158,5 @@ def vocab_size(model: nn.Module) -> int:
     return int(model.get_input_embeddings().num_embeddings)
 
 
-def output_cache(output: Any) -> Any:
-    """The KV cache returned by a forward call, under either name."""
-    found = output.get("cache", None)
-    return output.get("past_key_values", None) if found is None else found
-
-
 def supports_logits_to_keep(model: nn.Module) -> bool:
-    return "logits_to_keep" in inspect.signature(model.forward).parameters
+    return forward_accepts(model, "logits_to_keep")

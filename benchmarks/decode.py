@@ -33,8 +33,8 @@ from benchmarks.common import (
     cache_argument,
     int_list,
     load_setup,
-    output_cache,
     random_ids,
+    returned_cache,
     segment_kwargs,
     supports_logits_to_keep,
     vocab_size,
@@ -68,14 +68,14 @@ class Decoder:
     @torch.no_grad()
     def prefill(self, ids: torch.Tensor) -> tuple[Any, torch.Tensor]:
         out = self.model(input_ids=ids, use_cache=True, **self.keep, **self.prefill_kwargs)
-        return output_cache(out), out.logits[:, -1].argmax(-1, keepdim=True)
+        return returned_cache(out), out.logits[:, -1].argmax(-1, keepdim=True)
 
     @torch.no_grad()
     def steps(self, prepared: tuple[Any, torch.Tensor], count: int) -> torch.Tensor:
         cache, token = prepared
         for _ in range(count):
             out = self.model(input_ids=token, use_cache=True, **{self.cache_name: cache}, **self.step_kwargs)
-            cache = output_cache(out)
+            cache = returned_cache(out)
             token = out.logits[:, -1].argmax(-1, keepdim=True)
         return token
 

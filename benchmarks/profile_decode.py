@@ -20,7 +20,15 @@ if __package__ in (None, ""):
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks.common import base_parser, cache_argument, load_setup, output_cache, random_ids, vocab_size, with_memory
+from benchmarks.common import (
+    base_parser,
+    cache_argument,
+    load_setup,
+    random_ids,
+    returned_cache,
+    vocab_size,
+    with_memory,
+)
 
 
 def _sync() -> None:
@@ -33,17 +41,17 @@ def profile_steps(model, reference, ids: torch.Tensor, steps: int) -> tuple[Coun
     """(launch counts, CUDA µs per kernel name, wall seconds per token) over `steps` decode steps."""
     name = cache_argument(reference)
     out = model(input_ids=ids, use_cache=True, logits_to_keep=1)
-    cache, token = output_cache(out), out.logits[:, -1].argmax(-1, keepdim=True)
+    cache, token = returned_cache(out), out.logits[:, -1].argmax(-1, keepdim=True)
     for _ in range(3):  # warm-up (Triton compiles, allocator)
         out = model(input_ids=token, use_cache=True, **{name: cache})
-        cache, token = output_cache(out), out.logits[:, -1].argmax(-1, keepdim=True)
+        cache, token = returned_cache(out), out.logits[:, -1].argmax(-1, keepdim=True)
     _sync()
     counts, times = Counter(), Counter()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         start = time.perf_counter()
         for _ in range(steps):
             out = model(input_ids=token, use_cache=True, **{name: cache})
-            cache, token = output_cache(out), out.logits[:, -1].argmax(-1, keepdim=True)
+            cache, token = returned_cache(out), out.logits[:, -1].argmax(-1, keepdim=True)
         _sync()
         wall = (time.perf_counter() - start) / steps
     for event in prof.key_averages():

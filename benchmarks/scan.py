@@ -7,7 +7,8 @@ timing. `reference` (the token loop) runs only for T ≤ --reference-max-t unles
 --include-reference. fwd runs under no_grad; fwd+bwd backpropagates random cotangents of the
 reads and the final state to all four inputs. On CUDA both Triton kernel families are timed:
 `triton_rows` (a program per state row walking the chunks) and `triton_chunks` (chunks side by
-side). The chunk size of `chunked` defaults to the memory config's `scan_chunk_size`. No backbone is built: --backbone only feeds the config composition.
+side). The chunk size of `chunked` defaults to the memory config's `scan_chunk_size`. No backbone
+is built: --backbone only feeds the config composition.
 """
 
 from __future__ import annotations

@@ -22,14 +22,13 @@ turns writes on/off per phase and snapshots its state; a kNN/MLP-memory backend 
 from __future__ import annotations
 
 import copy
-import functools
-import inspect
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor
 
+from deltamem.hf_compat import cache_argument, returned_cache  # noqa: F401  (returned_cache: re-exported)
 from evals.methods import Answer
 from evals.types import Generation
 
@@ -72,17 +71,7 @@ class DecoderBackend:
 
 def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
     """The KV-cache keyword of this transformers version (`cache` from 5.2x, `past_key_values` before)."""
-    return {_cache_keyword(type(model)): cache}
-
-
-@functools.cache
-def _cache_keyword(model_type: type) -> str:
-    return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"
-
-
-def returned_cache(output: Any) -> Any:
-    cache = output.get("cache")
-    return cache if cache is not None else output.get("past_key_values")
+    return {cache_argument(model): cache}
 
 
 @dataclass

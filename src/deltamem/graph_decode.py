@@ -21,22 +21,13 @@ graph is tested against, and both are tested against HF `generate`.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-
-def cache_argument(model: nn.Module) -> str:
-    """The forward keyword of the KV cache: `cache` (transformers ≥ 5.2x) or `past_key_values`."""
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _accepts(model: nn.Module, name: str) -> bool:
-    return name in inspect.signature(model.forward).parameters
+from .hf_compat import cache_argument, forward_accepts
 
 
 def _hf_model(model: nn.Module) -> nn.Module:
@@ -71,8 +62,8 @@ class GraphDecoder:
         if self.use_graph and self.device.type != "cuda":
             raise ValueError(f"CUDA graphs need the model on a CUDA device, it is on {self.device}")
         self.cache_name = cache_argument(self.hf)
-        self.pass_cache_position = _accepts(self.hf, "cache_position")
-        self.keep = {"logits_to_keep": 1} if _accepts(self.hf, "logits_to_keep") else {}
+        self.pass_cache_position = forward_accepts(self.hf, "cache_position")
+        self.keep = {"logits_to_keep": 1} if forward_accepts(self.hf, "logits_to_keep") else {}
         self.memory_writes_in_decode = getattr(model, "writes_during_decode", None)  # None: no δ-mem
         self.step_kwargs: dict[str, Any] = {}
         self.graph: torch.cuda.CUDAGraph | None = None
