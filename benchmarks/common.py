@@ -53,6 +53,9 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--ssw-segment", type=int, default=256, help="tokens per segment when --memory ssw")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: leave as is)")
     parser.add_argument("--json", type=Path, help="also write the results JSON here")
+    parser.add_argument(
+        "--profile", action="store_true", help="after timing, profile one call of each variant (kernels, device ms)"
+    )
     return parser
 
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The GPU runs behind benchmarks/RESULTS.md. Each part fits one 10-minute device command:
 #   bash benchmarks/gpu_suite.sh tests|graph|decode|prefill|train|scan
+# prefill and train time the scan's row kernels (DELTAMEM_SCAN_PARALLEL=0) and its chunk-parallel kernels (=1)
+# side by side and profile one call of each variant (--profile: device time per kernel).
 # Results (JSON) and logs go to $OUT (or ./bench_out). Wheels for hydra-core/omegaconf/antlr4
 # go in .whl where the machine lacks them (see benchmarks/README.md).
 set -u
@@ -14,7 +16,7 @@ run() {  # run NAME SECONDS ARGS...: one benchmark, its log and JSON in $OUT
 }
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$OUT/device.txt"
 case "${1:-tests}" in
-  tests)   timeout 500 python -m pytest -q tests/test_scan.py tests/test_decode_kernel.py tests/test_attach.py \
+  tests)   timeout 420 python -m pytest -q tests/test_scan.py tests/test_decode_kernel.py tests/test_attach.py \
              tests/test_graph_decode.py tests/test_chunk_scan_kernel.py > "$OUT/gpu_tests.log" 2>&1
            tail -n 3 "$OUT/gpu_tests.log" ;;
   graph)   R="--new-tokens 256 --reps 5 --warmup 1"
@@ -26,11 +28,12 @@ case "${1:-tests}" in
            run decode_32k 240 benchmarks/decode.py $B --prompts 32768 --batch 1 --new-tokens 64 --modes decode \
              --reps 3 --warmup 1 ;;
   prefill) for p in 0 1; do  # the scan's row kernels, then its chunk-parallel kernels
-             DELTAMEM_SCAN_PARALLEL=$p run prefill_tsw_p$p 150 benchmarks/prefill.py $B --lengths 1024,8192 --reps 5 --warmup 2
+             DELTAMEM_SCAN_PARALLEL=$p run prefill_tsw_p$p 180 benchmarks/prefill.py $B --lengths 1024,8192 --reps 5 --warmup 2 \
+               --profile
            done
            run prefill_msw 150 benchmarks/prefill.py $B --memory msw --lengths 8192 --reps 5 --warmup 2 ;;
   train)   for p in 0 1; do
-             DELTAMEM_SCAN_PARALLEL=$p run train_tsw_p$p 200 benchmarks/train_step.py $B --reps 5 --warmup 2
+             DELTAMEM_SCAN_PARALLEL=$p run train_tsw_p$p 240 benchmarks/train_step.py $B --reps 5 --warmup 2 --profile
            done
            run train_msw 180 benchmarks/train_step.py $B --memory msw --reps 5 --warmup 2 ;;
   scan)    run scan 150 benchmarks/scan.py --device cuda

@@ -28,6 +28,7 @@ from benchmarks.common import (
     vocab_size,
     with_memory,
 )
+from benchmarks.kernel_profile import kernel_profile
 from benchmarks.timing import Variant, all_checked, arguments, case, environment, measure_interleaved, report
 
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
     extra = {"use_cache": False}
     if supports_logits_to_keep(frozen):
         extra["logits_to_keep"] = 1
-    cases = []
+    cases, profiles = [], {}
     for batch in args.batch:
         for length in args.lengths:
             ids = random_ids(batch, length, vocab_size(frozen), setup.device, args.seed)
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
                 ),
             ]
             stats = measure_interleaved(variants, args.reps, args.warmup, setup.device)
+            if args.profile:
+                profiles[f"B={batch} T={length}"] = kernel_profile(variants, setup.device, [("deltamem", "frozen")])
             cases.append(
                 case(f"B={batch} T={length}", {"batch": batch, "length": length}, stats, [("deltamem", "frozen")])
             )
@@ -85,6 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cases": cases,
         "memory_written": all_checked(cases, "deltamem"),
     }
+    if profiles:
+        results["profiles"] = profiles
     return report(results, args)
 
 

@@ -180,8 +180,12 @@ def table(results: dict) -> str:
 
 def report(results: dict, args: argparse.Namespace) -> dict:
     """Print the table and the JSON; write the JSON to `--json` if given."""
+    from benchmarks.kernel_profile import profile_table
+
     text = json.dumps(results, indent=2, default=str)
     print(table(results))
+    for name, profiled in results.get("profiles", {}).items():
+        print(f"\nprofile of {name}\n{profile_table(profiled)}")
     print(text)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -39,6 +39,7 @@ from benchmarks.common import (
     vocab_size,
     with_memory,
 )
+from benchmarks.kernel_profile import kernel_profile
 from benchmarks.timing import Variant, all_checked, arguments, case, environment, measure_interleaved, report
 
 
@@ -159,6 +160,7 @@ def main(argv: list[str] | None = None) -> dict:
     stats = measure_interleaved(variants, args.reps, args.warmup, setup.device)
     ratios = [("deltamem", "frozen"), ("lora", "frozen"), ("deltamem", "lora")]
     cases = [case(f"B={B} write={W} read={R}", {"batch": B, "write": W, "read": R}, stats, ratios)]
+    profiles = {cases[0]["name"]: kernel_profile(variants, setup.device, ratios)} if args.profile else {}
     results = {
         "benchmark": "train_step",
         "env": environment(setup.device, "benchmarks/train_step.py", argv),
@@ -172,6 +174,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cases": cases,
         "memory_written": all_checked(cases, "deltamem"),
     }
+    if profiles:
+        results["profiles"] = profiles
     return report(results, args)
 
 

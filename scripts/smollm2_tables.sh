@@ -9,6 +9,8 @@
 # again: finished predictions stay in OUT/<run>/predictions*.jsonl. Rebuild the tables with
 #   python src/run.py ~experiment task=table 'task.runs=[OUT/<run>,...]' task.out=docs/results/tables
 #
+# ONLY="locomo_bm25 locomo_memgen ..." runs just the named runs (to split the list over GPUs by hand:
+# CUDA_VISIBLE_DEVICES=1 ONLY=... GPUS=1 bash scripts/smollm2_tables.sh locomo OUT, one such line per GPU).
 # ADAPTERS holds δ-mem adapter folders: tsw_readme (the README quickstart run), and tsw_360, ssw_360,
 # msw_360 (`python src/run.py memory=<m> train_data.num_episodes=1440`, see docs/RESULTS.md).
 # Needs the benchmark files under $DELTAMEM_DATA_DIR (../shared/data), nltk, rank_bm25, and for
@@ -20,6 +22,8 @@ GPUS=${GPUS:-1}
 ADAPTERS=${ADAPTERS:-adapters}
 ENCODER=${ENCODER:-sentence-transformers/all-MiniLM-L6-v2}
 DEVICE=${DEVICE:-cuda}
+PYTHON=${PYTHON:-python}
+ONLY=${ONLY:-}
 BATCH=${BATCH:-128}  # rows decoded together: SmolLM2 decoding is bound by the host, so a step of 128 rows
                      # costs about what a step of 32 does. Rows are isolated (tested on CPU); on a GPU,
                      # GEMMs of another batch size may still round differently (the earlier runs: 32)
@@ -31,21 +35,27 @@ HOTPOT="~experiment backbone=smollm2_135m benchmark=hotpotqa"
 SYNTH="experiment=quickstart benchmark=synthetic"
 MEMGEN_FIT="method.fit_steps=300"
 
+wanted() {  # wanted NAME: true unless ONLY is set and does not list NAME
+  [ -z "$ONLY" ] || [[ " $ONLY " == *" $1 "* ]]
+}
+
 run() {  # run NAME OVERRIDES...: one evaluation over $GPUS ranks, its log beside its folder
   local name=$1; shift
+  wanted "$name" || return 0
   local start=$SECONDS
   if [ "$GPUS" -gt 1 ]; then
     torchrun --nproc_per_node "$GPUS" src/run.py $EVAL "$@" paths.output_dir="$OUT/$name" > "$OUT/$name.log" 2>&1
   else
-    python src/run.py $EVAL "$@" paths.output_dir="$OUT/$name" > "$OUT/$name.log" 2>&1
+    $PYTHON src/run.py $EVAL "$@" paths.output_dir="$OUT/$name" > "$OUT/$name.log" 2>&1
   fi
   echo "$name: exit $? after $((SECONDS - start)) s"
 }
 
 memgen_checkpoint() {  # fit MemGen's weaver and trigger once (on the run's training episodes), reuse it
   local name=$1; shift
+  wanted "${name%_checkpoint}" || return 0
   if [ ! -d "$OUT/$name" ]; then
-    python src/run.py $EVAL "$@" method=memgen $MEMGEN_FIT method.save_to="$OUT/$name" task.limit=1 \
+    $PYTHON src/run.py $EVAL "$@" method=memgen $MEMGEN_FIT method.save_to="$OUT/$name" task.limit=1 \
         paths.output_dir="$OUT/${name}_fit" > "$OUT/${name}_fit.log" 2>&1
     echo "$name: fitted, exit $?"
   fi

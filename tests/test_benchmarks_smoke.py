@@ -72,6 +72,17 @@ def test_train_step():
     assert counts["deltamem"] > 0 and counts["lora"] == 2 * 2 * 8 * (64 + 64)  # 2 layers, q and o: r(d_in + d_out)
 
 
+def test_train_step_profile_names_what_deltamem_adds():
+    results = train_step.main([*QUICK, "--write", "32", "--read", "8", "--profile"])
+    profiled = results["profiles"]["B=1 write=32 read=8"]
+    assert {"frozen", "lora", "deltamem", "deltamem-frozen", "lora-frozen", "deltamem-lora"} <= set(profiled)
+    for name in ("frozen", "lora", "deltamem"):
+        assert profiled[name]["device_ms"] > 0 and profiled[name]["launches"] > 0 and profiled[name]["top"], name
+    # δ-mem's write pass and memory ops come on top of the frozen pass: more calls, positive growth listed
+    assert profiled["deltamem"]["launches"] > profiled["frozen"]["launches"]
+    assert all(ms > 0 for _, _, ms in profiled["deltamem-frozen"]["top"])
+
+
 def test_scan():
     results = scan.main([*QUICK, "--lengths", "64", "--heads", "1,4", "--chunk-size", "16"])
     variants = {"chunked_fwd", "chunked_fwd_bwd", "reference_fwd", "reference_fwd_bwd"}
