@@ -17,7 +17,7 @@ from torch.profiler import ProfilerActivity, profile
 from benchmarks.timing import Variant
 
 
-def _kernels(prof: profile, device: torch.device) -> tuple[Counter, Counter]:
+def kernel_times(prof: profile, device: torch.device) -> tuple[Counter, Counter]:
     """(calls, µs) per kernel name: device-side kernels on a GPU, operators' self CPU time on CPU."""
     counts: Counter = Counter()
     micros: Counter = Counter()
@@ -45,7 +45,7 @@ def profile_variant(variant: Variant, device: torch.device) -> tuple[Counter, Co
             torch.cuda.synchronize(device)
     if variant.check is not None:
         variant.check(result)
-    return _kernels(prof, device)
+    return kernel_times(prof, device)
 
 
 def kernel_profile(

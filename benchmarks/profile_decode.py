@@ -29,6 +29,7 @@ from benchmarks.common import (
     vocab_size,
     with_memory,
 )
+from benchmarks.kernel_profile import kernel_times
 
 
 def _sync() -> None:
@@ -46,7 +47,6 @@ def profile_steps(model, reference, ids: torch.Tensor, steps: int) -> tuple[Coun
         out = model(input_ids=token, use_cache=True, **{name: cache})
         cache, token = returned_cache(out), out.logits[:, -1].argmax(-1, keepdim=True)
     _sync()
-    counts, times = Counter(), Counter()
     with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
         start = time.perf_counter()
         for _ in range(steps):
@@ -54,10 +54,7 @@ def profile_steps(model, reference, ids: torch.Tensor, steps: int) -> tuple[Coun
             cache, token = returned_cache(out), out.logits[:, -1].argmax(-1, keepdim=True)
         _sync()
         wall = (time.perf_counter() - start) / steps
-    for event in prof.key_averages():
-        if event.device_type == torch.autograd.DeviceType.CUDA:
-            counts[event.key] += event.count
-            times[event.key] += event.device_time_total
+    counts, times = kernel_times(prof, ids.device)
     return counts, times, wall
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every evaluation run behind the SmolLM2-135M tables of docs/RESULTS.md (issues 4 and 5), resumable.
 #
-#   GPUS=4 ADAPTERS=path/to/adapters bash scripts/smollm2_tables.sh locomo|hotpotqa|synthetic|all [OUT]
+#   GPUS=4 ADAPTERS=path/to/adapters bash scripts/smollm2_tables.sh locomo|hotpotqa|ifeval|synthetic|all [OUT]
 #
 # Each run is one `src/run.py task=eval ...` sharded over $GPUS ranks with torchrun (one process per
 # GPU: several SmolLM2 processes time-slicing one GPU each ran far slower than alone), run after the
@@ -32,6 +32,7 @@ mkdir -p "$OUT"
 EVAL="task=eval backbone.device=$DEVICE task.progress=false method.batch_size=$BATCH task.questions_per_call=$((2 * BATCH))"
 LOCOMO="~experiment backbone=smollm2_135m benchmark=locomo benchmark.loader.include_adversarial=true"
 HOTPOT="~experiment backbone=smollm2_135m benchmark=hotpotqa"
+IFEVAL="~experiment backbone=smollm2_135m benchmark=ifeval"
 SYNTH="experiment=quickstart benchmark=synthetic"
 MEMGEN_FIT="method.fit_steps=300"
 
@@ -79,7 +80,9 @@ case "$PART" in
   locomo)    methods "$LOCOMO" locomo ;;
   hotpotqa)  run hotpotqa_vanilla $HOTPOT method=vanilla
              run hotpotqa_deltamem_tsw_readme $HOTPOT method=deltamem adapter="$ADAPTERS/tsw_readme" ;;
+  ifeval)    run ifeval_vanilla $IFEVAL method=vanilla
+             run ifeval_deltamem_tsw_readme $IFEVAL method=deltamem adapter="$ADAPTERS/tsw_readme" ;;
   synthetic) methods "$SYNTH" synthetic ;;
-  all)       "$0" synthetic "$OUT"; "$0" hotpotqa "$OUT"; "$0" locomo "$OUT" ;;
-  *)         echo "unknown part $PART (locomo, hotpotqa, synthetic, all)"; exit 2 ;;
+  all)       "$0" synthetic "$OUT"; "$0" hotpotqa "$OUT"; "$0" ifeval "$OUT"; "$0" locomo "$OUT" ;;
+  *)         echo "unknown part $PART (locomo, hotpotqa, ifeval, synthetic, all)"; exit 2 ;;
 esac
