@@ -2,7 +2,8 @@
 # The GPU runs behind benchmarks/RESULTS.md. Each part fits one 10-minute device command:
 #   bash benchmarks/gpu_suite.sh tests|tests_one_process|graph|decode|prefill|train|scan
 # prefill and train time the scan's row kernels (DELTAMEM_SCAN_PARALLEL=0) and its chunk-parallel kernels (=1)
-# side by side and profile one call of each variant (--profile: device time per kernel).
+# side by side and profile one call of each variant (--profile: device time per kernel); train also replays
+# each step from a CUDA graph (--graph).
 # Results (JSON) and logs go to $OUT (or ./bench_out). Wheels for hydra-core/omegaconf/antlr4
 # go in .whl where the machine lacks them (see benchmarks/README.md).
 set -u
@@ -18,7 +19,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader > "$OUT/device.
 case "${1:-tests}" in
   tests)   # one pytest per file, so a time limit cuts one file short and the others still report; -rf names
            # every failure in the summary line (a killed run prints none)
-           for f in scan decode_kernel attach graph_decode chunk_scan_kernel; do
+           for f in scan decode_kernel attach graph_decode chunk_scan_kernel benchmarks_smoke; do
              timeout "${TEST_SECONDS:-300}" python -m pytest -q -rf --tb=short -p no:cacheprovider "tests/test_$f.py" \
                > "$OUT/gpu_tests_$f.log" 2>&1
              echo "test_$f: exit $? ($(tail -n 1 "$OUT/gpu_tests_$f.log"))"
@@ -40,11 +41,15 @@ case "${1:-tests}" in
              DELTAMEM_SCAN_PARALLEL=$p run prefill_tsw_p$p 180 benchmarks/prefill.py $B --lengths 1024,8192 --reps 5 --warmup 2 \
                --profile
            done
-           run prefill_msw 150 benchmarks/prefill.py $B --memory msw --lengths 8192 --reps 5 --warmup 2 ;;
+           run prefill_msw 150 benchmarks/prefill.py $B --memory msw --lengths 8192 --reps 5 --warmup 2
+           # the memory's parameters in bf16 (fp32 costs ~10 ms of casts and fp32 GEMMs at 8K, session 5)
+           DELTAMEM_SCAN_PARALLEL=1 run prefill_tsw_bf16 150 benchmarks/prefill.py $B --lengths 8192 --reps 5 \
+             --warmup 2 --override memory.param_dtype=bfloat16 ;;
   train)   for p in 0 1; do
-             DELTAMEM_SCAN_PARALLEL=$p run train_tsw_p$p 240 benchmarks/train_step.py $B --reps 5 --warmup 2 --profile
+             DELTAMEM_SCAN_PARALLEL=$p run train_tsw_p$p 300 benchmarks/train_step.py $B --reps 5 --warmup 2 --profile \
+               --graph
            done
-           run train_msw 180 benchmarks/train_step.py $B --memory msw --reps 5 --warmup 2 ;;
+           run train_msw 240 benchmarks/train_step.py $B --memory msw --reps 5 --warmup 2 --graph ;;
   scan)    run scan 150 benchmarks/scan.py --device cuda
            run scan_b1_8k 150 benchmarks/scan.py --device cuda --batch 1 --lengths 8192 --heads 1,4
            timeout 200 python benchmarks/profile_decode.py $B --steps 16 > "$OUT/profile_decode.log" 2>&1 ;;

@@ -39,6 +39,7 @@ from benchmarks.common import (
     vocab_size,
     with_memory,
 )
+from benchmarks.graph_step import GraphedStep
 from benchmarks.kernel_profile import kernel_profile
 from benchmarks.timing import Variant, all_checked, arguments, case, environment, measure_interleaved, report
 
@@ -50,6 +51,9 @@ def parse(argv: list[str] | None):
     parser.add_argument("--batch", type=int, default=1, help="episodes per step")
     parser.add_argument("--lora-rank", type=int, default=8)
     parser.add_argument("--lora-alpha", type=float, default=16.0)
+    parser.add_argument(
+        "--graph", action="store_true", help="also time each step replayed from a CUDA graph (GPU; not SSW)"
+    )
     return parser.parse_args(argv)
 
 
@@ -90,9 +94,54 @@ def require_grads(groups: dict[str, list[nn.Parameter]], what: str) -> None:
             raise AssertionError(f"{what}: non-finite gradient in {name}")
 
 
+def graphed_steps(steps: dict[str, tuple], errors: dict[str, str]) -> tuple[dict[str, GraphedStep], dict[str, str]]:
+    """Capture each (step, params, prepare, _) as a CUDA graph, all in one memory pool; a capture
+    that fails is reported in the returned errors (name -> message), not raised."""
+    graphed: dict[str, GraphedStep] = {}
+    pool = None
+    for name, (step, params, prepare, _) in steps.items():
+        try:
+            graphed[name] = GraphedStep(step, params, prepare, pool=pool)
+            pool = graphed[name].pool
+        except Exception as error:  # noqa: BLE001 - reported per variant; the others still run
+            errors[name] = f"{type(error).__name__}: {error}"
+            torch.cuda.synchronize()
+    return graphed, errors
+
+
+def graph_case(
+    eager: dict, steps: dict[str, tuple], errors: dict[str, str], args, device: torch.device, tokens: int
+) -> dict:
+    """Time every capturable step (name -> (step, params, prepare, check)) replayed from a CUDA graph,
+    interleaved. Every replay passes the step's own check and gives the loss of an eager step (1e-3
+    relative). The eager LoRA row rides along for the deltamem_graph/lora ratio."""
+    graphed, errors = graphed_steps(steps, errors)
+
+    def checked(name: str, graph: GraphedStep):  # the step's own check, then replay == eager loss
+        def check(output) -> None:
+            steps[name][3](output)
+            graph.replay_matches_eager(output)
+
+        return check
+
+    variants = [
+        Variant(f"{name}_graph", graph, setup=graph.restore_grads, check=checked(name, graph), tokens=tokens)
+        for name, graph in graphed.items()
+    ]
+    stats = measure_interleaved(variants, args.reps, args.warmup, device)
+    for one in stats.values():  # replays allocate nothing: peak memory is in the eager rows
+        one["peak_mb"] = one["peak_mb_samples"] = None
+    stats["lora"] = eager["variants"]["lora"]
+    ratios = [("deltamem_graph", "frozen_graph"), ("lora_graph", "frozen_graph")]
+    ratios += [("deltamem_graph", "lora_graph"), ("deltamem_graph", "lora")]
+    return case(f"{eager['name']} CUDA graph", dict(eager["params"], graph=True), stats, ratios)
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run the training-step benchmark; print and return the results dict."""
     args = parse(argv)
+    if args.graph and compose_config(args)[0].resolved_device().type != "cuda":
+        raise SystemExit("--graph needs a CUDA device (CUDA graphs); pass --device cuda")
     if args.dtype is None and compose_config(args)[0].resolved_device().type == "cuda":
         args.dtype = "bfloat16"
     setup = load_setup(args)
@@ -141,6 +190,13 @@ def main(argv: list[str] | None = None) -> dict:
         require_grads(memory_groups, "deltamem")
         wrapped.reset_state()
 
+    def memory_graph_check(loss: Tensor) -> None:  # the graph phase leaves the captured state in place
+        assert_memory_written(wrapped)
+        require_grads(memory_groups, "deltamem (graph)")
+
+    def lora_check(_: Tensor) -> None:
+        require_grads({"LoRA": lora_params}, "lora")
+
     def frozen_check(out: tuple[Tensor, Tensor]) -> None:
         loss, embeds = out
         if not bool(torch.isfinite(loss)) or embeds.grad is None or not bool((embeds.grad != 0).any()):
@@ -152,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
             "lora",
             lora_step,
             setup=lambda: clear_grads(lora_params),
-            check=lambda _: require_grads({"LoRA": lora_params}, "lora"),
+            check=lora_check,
             tokens=B * (W + R),
         ),
         Variant("deltamem", memory_step, setup=memory_setup, check=memory_check, tokens=B * (W + R)),
@@ -161,6 +217,17 @@ def main(argv: list[str] | None = None) -> dict:
     ratios = [("deltamem", "frozen"), ("lora", "frozen"), ("deltamem", "lora")]
     cases = [case(f"B={B} write={W} read={R}", {"batch": B, "write": W, "read": R}, stats, ratios)]
     profiles = {cases[0]["name"]: kernel_profile(variants, setup.device, ratios)} if args.profile else {}
+    graph_errors: dict[str, str] = {}
+    if args.graph:
+        steps = {
+            "frozen": (frozen_step, [], lambda: None, frozen_check),
+            "lora": (lora_step, lora_params, lambda: clear_grads(lora_params), lora_check),
+            "deltamem": (memory_step, memory_params, memory_setup, memory_graph_check),
+        }
+        if setup.memory_config.write == "ssw":
+            graph_errors["deltamem"] = "SSW segment writes read device values on the host (torch.unique)"
+            del steps["deltamem"]
+        cases.append(graph_case(cases[0], steps, graph_errors, args, setup.device, B * (W + R)))
     results = {
         "benchmark": "train_step",
         "env": environment(setup.device, "benchmarks/train_step.py", argv),
@@ -174,6 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
         "cases": cases,
         "memory_written": all_checked(cases, "deltamem"),
     }
+    if args.graph:
+        results["graph_errors"] = graph_errors
     if profiles:
         results["profiles"] = profiles
     return report(results, args)

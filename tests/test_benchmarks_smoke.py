@@ -83,6 +83,28 @@ def test_train_step_profile_names_what_deltamem_adds():
     assert all(ms > 0 for _, _, ms in profiled["deltamem-frozen"]["top"])
 
 
+def test_train_step_graph_needs_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("the CPU refusal; the CUDA run is test_train_step_graph_on_gpu")
+    with pytest.raises(SystemExit, match="--graph needs a CUDA device"):
+        train_step.main([*QUICK, "--write", "32", "--read", "8", "--graph"])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("memory", ["tsw", "msw"])
+def test_train_step_graph_on_gpu(memory):
+    """Each step replayed from a CUDA graph: captured without error, and every replay passed its
+    checks (memory written, gradients in every layer, the loss of an eager step)."""
+    args = [*QUICK, "--device", "cuda", "--memory", memory, "--write", "64", "--read", "16", "--graph"]
+    results = train_step.main(args)
+    assert results["graph_errors"] == {}
+    eager, graphed = results["cases"]
+    assert set(graphed["variants"]) == {"frozen_graph", "lora_graph", "deltamem_graph", "lora"}
+    for name in ("frozen_graph", "lora_graph", "deltamem_graph"):
+        assert graphed["variants"][name]["status"] == "ok" and graphed["variants"][name]["checked"], name
+    assert graphed["time_ratios"]["deltamem_graph/lora_graph"] > 0
+
+
 def test_scan():
     results = scan.main([*QUICK, "--lengths", "64", "--heads", "1,4", "--chunk-size", "16"])
     variants = {"chunked_fwd", "chunked_fwd_bwd", "reference_fwd", "reference_fwd_bwd"}
