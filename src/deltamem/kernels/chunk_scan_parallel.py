@@ -169,6 +169,13 @@ if triton is not None:
         )  # fmt: skip
 
 
+def _chain_meta(r: int, n: int) -> dict[str, int]:
+    """Launch constants of the chain passes: an r×r tile padded only to a power of two (no tl.dot
+    there, so no padding to 16) and one warp, so each step's mat-vec reduces within the warp (no
+    shared-memory barrier per chunk). Not yet timed on a GPU against 4 warps and RP 16."""
+    return dict(R=r, RP=1 << max(0, r - 1).bit_length(), N_STATIC=_n_static(n), num_warps=1)
+
+
 def forward_parallel(
     q: Tensor, k: Tensor, v: Tensor, beta: Tensor, valid: Tensor, s0: Tensor, launch: dict, n: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -184,7 +191,7 @@ def forward_parallel(
     reads = torch.empty(B, T, H, r, dtype=torch.float32, device=k.device)
     local = {key: launch[key] for key in ("R", "RP", "C", "LOG_C", "HAS_VALID", "num_warps")}
     _chunk_map_kernel[grid_chunks](q, k, v, beta, valid, maps, offsets, T, H, n, **local)
-    _chain_fwd_kernel[grid_rows](maps, offsets, s0, states, final, H, n, R=r, RP=launch["RP"], N_STATIC=_n_static(n))
+    _chain_fwd_kernel[grid_rows](maps, offsets, s0, states, final, H, n, **_chain_meta(r, n))
     _chunk_reads_kernel[grid_chunks](q, k, v, beta, valid, states, reads, T, H, n, **local)
     return reads, final, states, maps
 
@@ -204,9 +211,7 @@ def backward_parallel(
     dk = torch.zeros_like(dq)
     dv, dbeta = torch.empty_like(dq), torch.empty_like(dq)
     _chunk_feedback_kernel[grid_chunks](q, k, v, beta, valid, d_reads, feedback, T, H, n, **local)
-    _chain_bwd_kernel[grid_rows](
-        maps, feedback, d_final, lam_end, ds0, H, n, R=r, RP=launch["RP"], N_STATIC=_n_static(n)
-    )
+    _chain_bwd_kernel[grid_rows](maps, feedback, d_final, lam_end, ds0, H, n, **_chain_meta(r, n))
     _chunk_grads_kernel[grid_chunks](
         q, k, v, beta, valid, states, lam_end, d_reads, dq, dk, dv, dbeta, T, H, n, **local
     )  # fmt: skip
