@@ -63,7 +63,7 @@ def kernel_profile(
     for a, b in pairs:
         if a not in kernels or b not in kernels:
             continue
-        grown = Counter({k: v for k, v in (kernels[a][1] - kernels[b][1]).items()})  # keeps positive growth
+        grown = kernels[a][1] - kernels[b][1]  # Counter subtraction keeps the kernels that grew
         out[f"{a}-{b}"] = {
             "device_ms": out[a]["device_ms"] - out[b]["device_ms"],
             "launches": out[a]["launches"] - out[b]["launches"],
