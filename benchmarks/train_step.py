@@ -94,9 +94,9 @@ def require_grads(groups: dict[str, list[nn.Parameter]], what: str) -> None:
             raise AssertionError(f"{what}: non-finite gradient in {name}")
 
 
-def graphed_steps(steps: dict[str, tuple], errors: dict[str, str]) -> tuple[dict[str, GraphedStep], dict[str, str]]:
+def graphed_steps(steps: dict[str, tuple], errors: dict[str, str]) -> dict[str, GraphedStep]:
     """Capture each (step, params, prepare, _) as a CUDA graph, all in one memory pool; a capture
-    that fails is reported in the returned errors (name -> message), not raised."""
+    that fails is recorded in `errors` (name -> message), not raised."""
     graphed: dict[str, GraphedStep] = {}
     pool = None
     for name, (step, params, prepare, _) in steps.items():
@@ -106,7 +106,7 @@ def graphed_steps(steps: dict[str, tuple], errors: dict[str, str]) -> tuple[dict
         except Exception as error:  # noqa: BLE001 - reported per variant; the others still run
             errors[name] = f"{type(error).__name__}: {error}"
             torch.cuda.synchronize()
-    return graphed, errors
+    return graphed
 
 
 def graph_case(
@@ -115,7 +115,7 @@ def graph_case(
     """Time every capturable step (name -> (step, params, prepare, check)) replayed from a CUDA graph,
     interleaved. Every replay passes the step's own check and gives the loss of an eager step (1e-3
     relative). The eager LoRA row rides along for the deltamem_graph/lora ratio."""
-    graphed, errors = graphed_steps(steps, errors)
+    graphed = graphed_steps(steps, errors)
 
     def checked(name: str, graph: GraphedStep):  # the step's own check, then replay == eager loss
         def check(output) -> None:
@@ -140,9 +140,10 @@ def graph_case(
 def main(argv: list[str] | None = None) -> dict:
     """Run the training-step benchmark; print and return the results dict."""
     args = parse(argv)
-    if args.graph and compose_config(args)[0].resolved_device().type != "cuda":
+    on_cuda = compose_config(args)[0].resolved_device().type == "cuda"
+    if args.graph and not on_cuda:
         raise SystemExit("--graph needs a CUDA device (CUDA graphs); pass --device cuda")
-    if args.dtype is None and compose_config(args)[0].resolved_device().type == "cuda":
+    if args.dtype is None and on_cuda:
         args.dtype = "bfloat16"
     setup = load_setup(args)
     frozen, wrapped = setup.model, with_memory(setup)
