@@ -198,6 +198,29 @@ def test_gpu_long_sequences(parallel: bool, chunk_size: int) -> None:
     check(q, k, v, beta, valid, state, chunk_size=chunk_size, parallel=parallel)
 
 
+@pytest.mark.parametrize("H", [1, 2])
+def test_two_level_chain_in_the_scan(monkeypatch: pytest.MonkeyPatch, H: int) -> None:
+    """The chunk-parallel scan with its chain in two levels (forced; `auto` uses them from 128
+    chunks): 10 chunks of 16 in groups of 2, with padding, against the reference."""
+    monkeypatch.setenv("DELTAMEM_CHAIN_GROUPS", "1")
+    check(*make_inputs(1, 150, H, seed=12), chunk_size=16, parallel=True)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("H", [1, 4])
+def test_gpu_two_level_chain_long(monkeypatch: pytest.MonkeyPatch, H: int) -> None:
+    """B 1, T 8192 (512 chunks of 16, where `auto` chains in two levels): values and gradients against
+    the reference, and equal to the one-pass chain up to rounding."""
+    inputs = make_inputs(1, 8192, H, seed=13, pad_frac=0.05, device="cuda")
+    monkeypatch.delenv("DELTAMEM_CHAIN_GROUPS", raising=False)
+    grouped = check(*inputs, chunk_size=16, parallel=True)
+    monkeypatch.setenv("DELTAMEM_CHAIN_GROUPS", "0")
+    one_pass = check(*inputs, chunk_size=16, parallel=True)
+    assert rel_err(grouped[0], one_pass[0]) <= 1e-5
+    for a, b in zip(grouped[1], one_pass[1]):
+        assert rel_err(a, b) <= 1e-5
+
+
 def test_parallel_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows by default; `1` forces chunks side by side; `auto` picks them on CUDA for fewer rows
     than SMs and ≥ 8 chunks; anything else is refused."""

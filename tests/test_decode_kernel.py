@@ -74,9 +74,9 @@ def make_inputs(B: int, d: int, H: int, r: int = RANK, dtype=torch.float32, devi
 @pytest.mark.parametrize("mode,H", [("tsw", 1), ("msw", 4)])
 def test_reference_matches_layer(mode: str, H: int, B: int, d: int, write: bool, dtype: torch.dtype) -> None:
     x, in_proj, beta_bias, state, valid = make_inputs(B, d, H, dtype=dtype, device="cpu")
-    layer = DeltaMemLayer(
-        DeltaMemConfig(write=mode, num_state_heads=H), hidden_size=d, q_out=32, kv_out=16, layer_index=0
-    )
+    # the fused step projects in fp32 whatever x's dtype, as compute_dtype=param does
+    config = DeltaMemConfig(write=mode, num_state_heads=H, compute_dtype="param")
+    layer = DeltaMemLayer(config, hidden_size=d, q_out=32, kv_out=16, layer_index=0)
     with torch.no_grad():
         layer.in_proj.copy_(in_proj.float())
         layer.beta_bias.copy_(beta_bias.float())

@@ -157,3 +157,57 @@ def test_sentence_segments_are_just_finer_ids():
         wrapped(input_ids=ids, segment_ids=fine)
         s_fine = wrapped.get_state().clone()
     assert not torch.allclose(s_coarse.layers[0], s_fine.layers[0])
+
+
+def _layer_pair(dtype_in: torch.dtype) -> tuple:
+    """Two TSW layers with the same fp32 parameters, compute_dtype input and param, and an input x."""
+    from deltamem.config import DeltaMemConfig
+    from deltamem.layer import DeltaMemLayer
+
+    g = torch.Generator().manual_seed(0)
+    layers = []
+    for compute in ("input", "param"):
+        layer = DeltaMemLayer(DeltaMemConfig(compute_dtype=compute), hidden_size=48, q_out=32, kv_out=16, layer_index=0)
+        with torch.no_grad():
+            for p in layer.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+        layers.append(layer)
+    layers[1].load_state_dict(layers[0].state_dict())
+    x = torch.randn(2, 37, 48, generator=g).to(dtype_in)
+    return layers, x
+
+
+def test_compute_dtype_is_moot_for_an_fp32_backbone():
+    (as_input, as_param), x = _layer_pair(torch.float32)
+    assert torch.equal(as_input(x, None, write=True), as_param(x, None, write=True))
+    assert torch.equal(as_input.state, as_param.state)
+    assert torch.equal(as_input.correction("o"), as_param.correction("o"))
+
+
+def test_compute_dtype_input_runs_in_bf16_with_fp32_master_weights():
+    """A bf16 backbone: `input` computes projections and corrections in bf16 (no fp32 copy of x), stays
+    within bf16 rounding of the fp32 `param` path, keeps the state fp32 and sends fp32 gradients home."""
+    (as_input, as_param), x = _layer_pair(torch.bfloat16)
+    reads_in, reads_param = as_input(x, None, write=True), as_param(x, None, write=True)
+    assert reads_in.dtype == torch.bfloat16 and reads_param.dtype == torch.float32
+    assert as_input.state.dtype == as_param.state.dtype == torch.float32
+    corr_in, corr_param = as_input.correction("q"), as_param.correction("q")
+    assert corr_in.dtype == torch.bfloat16
+    for got, want in ((reads_in, reads_param), (corr_in, corr_param), (as_input.state, as_param.state)):
+        err = (got.float() - want).norm() / want.norm()
+        assert 1e-5 < err < 3e-2, err  # bf16 rounding, not equality and not a different answer
+    corr_in.float().square().sum().backward()
+    assert as_input.in_proj.grad.dtype == torch.float32 and as_input.in_proj.grad.abs().sum() > 0
+    assert as_input.B_q.grad.dtype == torch.float32 and as_input.B_q.grad.abs().sum() > 0
+
+
+def test_gradient_free_casts_are_cached_until_the_parameter_changes():
+    (layer, _), x = _layer_pair(torch.bfloat16)
+    with torch.no_grad():
+        first = layer._weight(layer.in_proj, torch.bfloat16)
+        assert layer._weight(layer.in_proj, torch.bfloat16) is first
+        layer.in_proj.mul_(2.0)  # an optimiser step or an adapter load bumps the version
+        second = layer._weight(layer.in_proj, torch.bfloat16)
+    assert second is not first and torch.equal(second, layer.in_proj.detach().to(torch.bfloat16))
+    with_grad = layer._weight(layer.in_proj, torch.bfloat16)
+    assert with_grad.requires_grad and with_grad is not second

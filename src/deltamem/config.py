@@ -42,6 +42,12 @@ class DeltaMemConfig:
         state_dtype_between_calls: `float32` (fixed behaviour) or `bfloat16` (the release's
             defect, reproduced on request: the state is rounded after every forward call).
         param_dtype: dtype of the memory parameters (fp32 keeps master weights exact).
+        compute_dtype: what the memory's projections and corrections compute in. `input` (default)
+            casts the (small) parameters to the attention input's dtype, as bf16 autocast would: a
+            bf16 backbone gets tensor-core GEMMs and no fp32 copies of its hidden states, with fp32
+            master weights kept. `param` casts the hidden states to `param_dtype` instead (exact
+            fp32 projections at a bf16 backbone's expense). Equal whenever the backbone runs in
+            `param_dtype`. The gates, the scan and the state are fp32 either way.
         scan_chunk_size: chunk length of the parallel scan.
     """
 
@@ -57,6 +63,7 @@ class DeltaMemConfig:
     segment_unit: SegmentUnit = "message"
     state_dtype_between_calls: Literal["float32", "bfloat16"] = "float32"
     param_dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    compute_dtype: Literal["input", "param"] = "input"
     scan_chunk_size: int = 64
 
     def __post_init__(self) -> None:
@@ -77,6 +84,8 @@ class DeltaMemConfig:
             raise ConfigError(f"unknown b_init {self.b_init!r}; expected base_slice or zero")
         if self.segment_unit not in ("message", "sentence"):
             raise ConfigError(f"unknown segment_unit {self.segment_unit!r}; expected message or sentence")
+        if self.compute_dtype not in ("input", "param"):
+            raise ConfigError(f"unknown compute_dtype {self.compute_dtype!r}; expected input or param")
         if self.scan_chunk_size < 1:
             raise ConfigError(f"scan_chunk_size must be ≥ 1, got {self.scan_chunk_size}")
 

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import DeltaMemConfig
+from .kernels.activate import activate_fused, activate_reference, fused_activate_available
 from .scan import delta_scan, read_only
 
 _NORM_EPS = 1e-6  # floor of the per-head L2 norm of q̃ and k̃
@@ -74,6 +75,7 @@ class DeltaMemLayer(nn.Module):
         self.decode_corrections: dict[str, Tensor] | None = None  # fused decode: s·B ρ per target, (B, 1, out)
         self._stacked: tuple[tuple, Tensor, dict[str, slice]] | None = None  # cache of s·[B_q; B_o; …]
         self.last_beta: Tensor | None = None  # (B, T, H, r) write gates of the current call (regulariser)
+        self._cast_cache: dict[int, tuple[tuple, Tensor]] = {}  # gradient-free casts (see `_weight`)
         self.reset_parameters()
 
     # ----------------------------------------------------------------- parameters
@@ -162,21 +164,37 @@ class DeltaMemLayer(nn.Module):
         self.state = state if between == torch.float32 else state.to(between)
 
     # ----------------------------------------------------------------- forward
+    def _matmul_dtype(self, x: Tensor) -> torch.dtype:
+        """The dtype the projections and corrections run in (`config.compute_dtype`)."""
+        return x.dtype if self.config.compute_dtype == "input" else self.in_proj.dtype
+
+    def _weight(self, param: Tensor, dtype: torch.dtype) -> Tensor:
+        """`param` in `dtype`. Without autograd the cast is cached per parameter version, so decode
+        steps and gradient-free prefill launch no casts; with autograd it stays in the graph."""
+        if param.dtype == dtype:
+            return param
+        if torch.is_grad_enabled() and param.requires_grad:
+            return param.to(dtype)
+        key = (dtype, param.data_ptr(), param._version)
+        cached = self._cast_cache.get(id(param))
+        if cached is None or cached[0] != key:
+            cached = (key, param.detach().to(dtype))
+            self._cast_cache[id(param)] = cached
+        return cached[1]
+
     def project(self, x: Tensor) -> Tensor:
-        """x: (B, T, d) -> (B, T, 4, H, r) = [A_q x, A_k x, A_v x, W_β x] in one GEMM."""
+        """x: (B, T, d) -> (B, T, 4, H, r) = [A_q x, A_k x, A_v x, W_β x] in one GEMM, at least fp32."""
         B, T, _ = x.shape
-        return F.linear(x.to(self.in_proj.dtype), self.in_proj).view(B, T, 4, self.heads, self.rank)
+        dtype = self._matmul_dtype(x)
+        pre = F.linear(x.to(dtype), self._weight(self.in_proj, dtype))
+        return pre.to(torch.promote_types(pre.dtype, torch.float32)).view(B, T, 4, self.heads, self.rank)
 
     def activate(self, projected: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(..., 4, H, r) -> q̃, k̃ (tanh + L2 norm per head), v, β = sigmoid(W_β x + b_β)."""
-        q, k, v, beta_logit = projected.unbind(-3)
-        beta = torch.sigmoid(beta_logit + self.beta_bias.view(self.heads, self.rank))
-        return (
-            F.normalize(torch.tanh(q), dim=-1, eps=_NORM_EPS),
-            F.normalize(torch.tanh(k), dim=-1, eps=_NORM_EPS),
-            v,
-            beta,
-        )
+        """(..., 4, H, r) -> q̃, k̃ (tanh + L2 norm per head), v, β = sigmoid(W_β x + b_β); one Triton
+        launch each way on a GPU (`kernels.activate`), the PyTorch reference elsewhere."""
+        if projected.is_cuda and fused_activate_available():
+            return activate_fused(projected, self.beta_bias, _NORM_EPS)
+        return activate_reference(projected, self.beta_bias, _NORM_EPS)
 
     def forward(self, x: Tensor, valid: Tensor | None, write: bool, segment_ids: Tensor | None = None) -> Tensor:
         """Read (and write) the memory for one forward call; returns and keeps ρ: (B, T, D).
@@ -212,7 +230,7 @@ class DeltaMemLayer(nn.Module):
         else:
             reads, new_state = delta_scan(q, k, v, beta, valid, state, chunk_size=self.config.scan_chunk_size)
             self._store(new_state)
-        self.reads = reads.reshape(B, T, -1).to(self.in_proj.dtype)
+        self.reads = reads.reshape(B, T, -1).to(self._matmul_dtype(x))
         return self.reads
 
     def _fused_decode_applies(self, x: Tensor, write: bool) -> bool:
@@ -270,14 +288,22 @@ class DeltaMemLayer(nn.Module):
         """B_target ρ for the current call, unscaled: (B, T, out_features). Scale with `config.scale`."""
         if self.reads is None:
             raise RuntimeError(f"layer {self.layer_index}: correction requested before the memory was read")
-        return F.linear(self.reads, self.correction_matrix(target))
+        return F.linear(self.reads, self._weight(self.correction_matrix(target), self.reads.dtype))
 
-    def correction_term(self, target: str) -> tuple[Tensor, float]:
-        """(C, c) with c·C = s·B_target ρ for the current call, C: (B, T, out_features). The fused
-        decode step has C already scaled (c = 1); otherwise C = B ρ and c = s (folded into the GEMM)."""
-        if self.decode_corrections is not None:
-            return self.decode_corrections[target], 1.0
-        return self.correction(target), self.config.scale
+    def add_correction(self, target: str, out: Tensor) -> Tensor:
+        """out + s·B_target ρ for the current (non-decode) call, accumulated into `out` in place:
+        out (B, T, out_features) is the frozen projection's fresh output, so one rank-D GEMM adds
+        onto it (no separate (B, T, out) correction tensor, no copy of one into a GEMM's addend)."""
+        if self.reads is None:
+            raise RuntimeError(f"layer {self.layer_index}: correction requested before the memory was read")
+        weight = self._weight(self.correction_matrix(target), self.reads.dtype)  # (out, D)
+        flat = out.view(-1, out.shape[-1])  # (B·T, out)
+        reads = self.reads.reshape(-1, self.reads.shape[-1])  # (B·T, D)
+        if reads.dtype == out.dtype:
+            flat.addmm_(reads, weight.t(), alpha=self.config.scale)
+        else:  # compute_dtype=param under a lower-precision backbone: the GEMM in fp32, then cast
+            flat.add_(F.linear(reads, weight).to(out.dtype), alpha=self.config.scale)
+        return out
 
 
 def segment_means(pre: Tensor, segment_ids: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -325,21 +351,17 @@ class CorrectedLinear(nn.Module):
         return self.base_layer.weight
 
     def forward(self, x: Tensor) -> Tensor:
-        """base(x) + s·B ρ, with the add and the scale folded into the base GEMM (one addmm; for a
-        single row, the correction is the GEMM's bias)."""
-        base = self.base_layer
-        correction, coefficient = self.memory.correction_term(self.target)  # (B, T, out)
-        correction = correction.to(x.dtype)
+        """base(x) + s·B ρ. A fused decode step has s·B ρ ready and adds it as the GEMM's bias (one
+        token of one sequence) or addend; otherwise the memory accumulates it onto base(x) in place."""
+        base, memory = self.base_layer, self.memory
+        if memory.decode_corrections is None:
+            return memory.add_correction(self.target, base(x))
+        correction = memory.decode_corrections[self.target].to(x.dtype)  # (B, 1, out), already scaled
         if base.bias is not None:
-            return base(x) + coefficient * correction
-        if coefficient == 1.0 and x.numel() == base.in_features:  # one token of one sequence
+            return base(x) + correction
+        if x.numel() == base.in_features:  # one token of one sequence
             return F.linear(x, base.weight, correction.reshape(base.out_features))
-        out = torch.addmm(
-            correction.reshape(-1, base.out_features),
-            x.reshape(-1, base.in_features),
-            base.weight.t(),
-            beta=coefficient,
-        )
+        out = torch.addmm(correction.reshape(-1, base.out_features), x.reshape(-1, base.in_features), base.weight.t())
         return out.view(*x.shape[:-1], base.out_features)
 
     def extra_repr(self) -> str:

@@ -8,14 +8,15 @@ by side, because a chunk maps its start row s affinely to its end row (see `chun
     w = W1 s + w0,  W1 = (I + diag(c) A)⁻¹ diag(c γ_prev) K,  w0 = −(I + diag(c) A)⁻¹ (c ∘ v)
     s_end = M s + m,  M = γ_C I − Kᵀ diag(tail) W1,  m = −Kᵀ (tail ∘ w0)
 
-Forward: (1) every chunk builds its (M, m), in parallel; (2) one program per row chains them,
-s_{n+1} = M_n s_n + m_n (an r×r mat-vec per chunk), storing each chunk's start row; (3) every
-chunk computes its reads from its start row, in parallel.
+Forward: (1) every chunk builds its (M, m), in parallel; (2) the maps are chained,
+s_{n+1} = M_n s_n + m_n, storing each chunk's start row (`affine_chain`: one program per row, or
+two levels over groups of chunks for long sequences); (3) every chunk computes its reads from its
+start row, in parallel.
 
 Backward: the adjoint of the chunk map is λ_start = Mᵀ λ_end + μ, where μ = Qᵀ(γ_prev ∘ dρ) −
 Kᵀ(γ_prev ∘ c ∘ z0) and z0 = (I + Aᵀ diag(c))⁻¹ (D ∘ Q Kᵀ)ᵀ dρ collects what the chunk's reads
-feed back into its start row. (1) every chunk builds μ, in parallel; (2) one program per row
-chains λ backwards, storing each chunk's end λ; (3) every chunk computes its gradients from its
+feed back into its start row. (1) every chunk builds μ, in parallel; (2) `affine_chain` chains λ
+backwards, storing each chunk's end λ; (3) every chunk computes its gradients from its
 start row and end λ with `chunk_scan`'s per-chunk backward, in parallel.
 
 Results equal `chunk_scan`'s up to fp32 rounding (the same per-chunk algebra, chained as maps).
@@ -26,7 +27,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .chunk_scan import _n_static, triton
+from .affine_chain import chain
+from .chunk_scan import triton
 
 if triton is not None:
     import triton.language as tl
@@ -80,25 +82,6 @@ if triton is not None:
         tl.store(offsets_ptr + at * R + rows, m, mask=rows < R)
 
     @triton.jit
-    def _chain_fwd_kernel(
-        maps_ptr, offsets_ptr, s0_ptr, states_ptr, final_ptr, H, n_chunks,
-        R: tl.constexpr, RP: tl.constexpr, N_STATIC: tl.constexpr,
-    ):  # fmt: skip
-        """Pass 2 (grid B × H × r): s_{n+1} = M_n s_n + m_n, storing every chunk's start row."""
-        bh = tl.program_id(0).to(tl.int64) * H + tl.program_id(1)
-        i = tl.program_id(2)
-        rows = tl.arange(0, RP)
-        inside = (rows[:, None] < R) & (rows[None, :] < R)
-        s = tl.load(s0_ptr + (bh * R + i) * R + rows, mask=rows < R, other=0.0)  # (RP,)
-        for n in range(N_STATIC if N_STATIC > 0 else n_chunks):
-            at = (bh * n_chunks + n) * R + i
-            tl.store(states_ptr + at * R + rows, s, mask=rows < R)
-            M = tl.load(maps_ptr + at * R * R + rows[:, None] * R + rows[None, :], mask=inside, other=0.0)
-            m = tl.load(offsets_ptr + at * R + rows, mask=rows < R, other=0.0)
-            s = tl.sum(M * s[None, :], axis=1) + m
-        tl.store(final_ptr + (bh * R + i) * R + rows, s, mask=rows < R)
-
-    @triton.jit
     def _chunk_reads_kernel(
         q_ptr, k_ptr, v_ptr, beta_ptr, valid_ptr, states_ptr, reads_ptr, T, H, n_chunks,
         R: tl.constexpr, RP: tl.constexpr, C: tl.constexpr, LOG_C: tl.constexpr, HAS_VALID: tl.constexpr,
@@ -130,26 +113,6 @@ if triton is not None:
         tl.store(feedback_ptr + ((bh * n_chunks + n) * R + i) * R + rows, mu, mask=rows < R)
 
     @triton.jit
-    def _chain_bwd_kernel(
-        maps_ptr, feedback_ptr, d_final_ptr, lam_ptr, ds0_ptr, H, n_chunks,
-        R: tl.constexpr, RP: tl.constexpr, N_STATIC: tl.constexpr,
-    ):  # fmt: skip
-        """Backward pass 2 (grid B × H × r): λ_start = M_nᵀ λ_end + μ_n from the last chunk back,
-        storing every chunk's end λ; λ before the first chunk is ∂loss/∂ initial row."""
-        bh = tl.program_id(0).to(tl.int64) * H + tl.program_id(1)
-        i = tl.program_id(2)
-        rows = tl.arange(0, RP)
-        inside = (rows[:, None] < R) & (rows[None, :] < R)
-        lam = tl.load(d_final_ptr + (bh * R + i) * R + rows, mask=rows < R, other=0.0)  # (RP,)
-        for step in range(N_STATIC if N_STATIC > 0 else n_chunks):
-            at = (bh * n_chunks + n_chunks - 1 - step) * R + i
-            tl.store(lam_ptr + at * R + rows, lam, mask=rows < R)
-            M = tl.load(maps_ptr + at * R * R + rows[:, None] * R + rows[None, :], mask=inside, other=0.0)
-            mu = tl.load(feedback_ptr + at * R + rows, mask=rows < R, other=0.0)
-            lam = tl.sum(M * lam[:, None], axis=0) + mu
-        tl.store(ds0_ptr + (bh * R + i) * R + rows, lam, mask=rows < R)
-
-    @triton.jit
     def _chunk_grads_kernel(
         q_ptr, k_ptr, v_ptr, beta_ptr, valid_ptr, states_ptr, lam_ptr, d_reads_ptr,
         dq_ptr, dk_ptr, dv_ptr, dbeta_ptr, T, H, n_chunks,
@@ -169,13 +132,6 @@ if triton is not None:
         )  # fmt: skip
 
 
-def _chain_meta(r: int, n: int) -> dict[str, int]:
-    """Launch constants of the chain passes: an r×r tile padded only to a power of two (no tl.dot
-    there, so no padding to 16) and one warp, so each step's mat-vec reduces within the warp (no
-    shared-memory barrier per chunk). Not yet timed on a GPU against 4 warps and RP 16."""
-    return dict(R=r, RP=1 << max(0, r - 1).bit_length(), N_STATIC=_n_static(n), num_warps=1)
-
-
 def forward_parallel(
     q: Tensor, k: Tensor, v: Tensor, beta: Tensor, valid: Tensor, s0: Tensor, launch: dict, n: int
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -183,15 +139,14 @@ def forward_parallel(
     (B, H, n, r, r, r), all fp32. Inputs are contiguous; `valid` is a uint8 (B, T) or a placeholder
     when launch["HAS_VALID"] is False."""
     B, T, H, r = k.shape
-    grid_chunks, grid_rows = (n, B * H, r), (B, H, r)
+    grid_chunks = (n, B * H, r)
     maps = torch.empty(B, H, n, r, r, r, dtype=torch.float32, device=k.device)
     offsets = torch.empty(B, H, n, r, r, dtype=torch.float32, device=k.device)
     states = torch.empty(B, H, n, r, r, dtype=torch.float32, device=k.device)
-    final = torch.empty(B, H, r, r, dtype=torch.float32, device=k.device)
     reads = torch.empty(B, T, H, r, dtype=torch.float32, device=k.device)
     local = {key: launch[key] for key in ("R", "RP", "C", "LOG_C", "HAS_VALID", "num_warps")}
     _chunk_map_kernel[grid_chunks](q, k, v, beta, valid, maps, offsets, T, H, n, **local)
-    _chain_fwd_kernel[grid_rows](maps, offsets, s0, states, final, H, n, **_chain_meta(r, n))
+    final = chain(maps, offsets, s0, states, backward=False)
     _chunk_reads_kernel[grid_chunks](q, k, v, beta, valid, states, reads, T, H, n, **local)
     return reads, final, states, maps
 
@@ -202,16 +157,15 @@ def backward_parallel(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """Gradients dq, dk, dv, dβ (B, T, H, r) and d initial state (B, H, r, r), fp32."""
     B, T, H, r = k.shape
-    grid_chunks, grid_rows = (n, B * H, r), (B, H, r)
+    grid_chunks = (n, B * H, r)
     local = {key: launch[key] for key in ("R", "RP", "C", "LOG_C", "HAS_VALID", "num_warps")}
     feedback = torch.empty(B, H, n, r, r, dtype=torch.float32, device=k.device)
     lam_end = torch.empty_like(feedback)
-    ds0 = torch.empty(B, H, r, r, dtype=torch.float32, device=k.device)
     dq = torch.zeros(B, T, H, r, dtype=torch.float32, device=k.device)  # atomics accumulate over rows
     dk = torch.zeros_like(dq)
     dv, dbeta = torch.empty_like(dq), torch.empty_like(dq)
     _chunk_feedback_kernel[grid_chunks](q, k, v, beta, valid, d_reads, feedback, T, H, n, **local)
-    _chain_bwd_kernel[grid_rows](maps, feedback, d_final, lam_end, ds0, H, n, **_chain_meta(r, n))
+    ds0 = chain(maps, feedback, d_final, lam_end, backward=True)
     _chunk_grads_kernel[grid_chunks](
         q, k, v, beta, valid, states, lam_end, d_reads, dq, dk, dv, dbeta, T, H, n, **local
     )  # fmt: skip
