@@ -16,6 +16,7 @@ three. No optimizer step is timed. On a GPU the backbone runs in bf16 unless --d
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 from pathlib import Path
@@ -101,7 +102,7 @@ def graphed_steps(steps: dict[str, tuple], errors: dict[str, str]) -> dict[str, 
     pool = None
     for name, (step, params, prepare, _) in steps.items():
         try:
-            graphed[name] = GraphedStep(step, params, prepare, pool=pool)
+            graphed[name] = GraphedStep(functools.partial(step, None), params, prepare, pool=pool)
             pool = graphed[name].pool
         except Exception as error:  # noqa: BLE001 - reported per variant; the others still run
             errors[name] = f"{type(error).__name__}: {error}"

@@ -58,12 +58,15 @@ def test_chain_matches_loop(
 
 def test_two_levels_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("DELTAMEM_CHAIN_GROUPS", raising=False)
-    assert not use_two_levels(127) and use_two_levels(128)
+    assert not use_two_levels(127, 8) and use_two_levels(128, 8)
+    assert not use_two_levels(4096, 16)  # r > 8 chains in one pass (TWO_LEVEL_MAX_RANK)
+    monkeypatch.setenv("DELTAMEM_CHAIN_GROUPS", "1")
+    assert use_two_levels(2, 8) and not use_two_levels(2, 16)
     monkeypatch.setenv("DELTAMEM_CHAIN_GROUPS", "0")
-    assert not use_two_levels(4096)
+    assert not use_two_levels(4096, 8)
     monkeypatch.setenv("DELTAMEM_CHAIN_GROUPS", "yes")
     with pytest.raises(ValueError, match="DELTAMEM_CHAIN_GROUPS"):
-        use_two_levels(10)
+        use_two_levels(10, 8)
 
 
 @pytest.mark.parametrize("n,S", [(1, 2), (8, 2), (15, 2), (128, 8), (512, 16), (2048, 32), (8192, 64)])

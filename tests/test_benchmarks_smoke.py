@@ -106,7 +106,7 @@ def test_train_step_graph_on_gpu(memory):
 
 
 def test_scan():
-    results = scan.main([*QUICK, "--lengths", "64", "--heads", "1,4", "--chunk-size", "16"])
+    results = scan.main([*QUICK, "--device", "cpu", "--lengths", "64", "--heads", "1,4", "--chunk-size", "16"])
     variants = {"chunked_fwd", "chunked_fwd_bwd", "reference_fwd", "reference_fwd_bwd"}
     ratios = {"chunked_fwd_bwd/chunked_fwd", "reference_fwd/chunked_fwd", "reference_fwd_bwd/chunked_fwd_bwd"}
     check_results(results, "scan", variants, ratios)

@@ -135,7 +135,8 @@ def test_graph_equals_hf_generate_on_gpu(variant):
 @pytest.mark.parametrize("variant", ["tsw", "msw", "ssw"])
 def test_fused_decode_step_gives_the_same_tokens(variant, monkeypatch):
     """The fused step (Triton kernel, ρ in the model dtype, one GEMV for every s·B ρ, the correction
-    as the GEMM bias at batch 1) against the PyTorch step — on CPU through Triton's interpreter."""
+    as the GEMM bias at batch 1) against the PyTorch step — on CUDA when present, else on CPU through
+    Triton's interpreter."""
     from deltamem.kernels.decode_step import triton_available
     from deltamem.layer import DeltaMemLayer
 
@@ -152,7 +153,8 @@ def test_fused_decode_step_gives_the_same_tokens(variant, monkeypatch):
                     x.shape[1] == 1 and not torch.is_grad_enabled() and not (write and self.config.write == "ssw")
                 ),
             )
-        model = _models(variant, "cpu")
+        model = _models(variant, "cuda" if torch.cuda.is_available() else "cpu")
+        ids, mask = ids.to(model.device), mask.to(model.device)
         outs = []
         for b in (1, 3):  # batch 1 takes the bias path, batch 3 the addmm path
             model.reset_state()

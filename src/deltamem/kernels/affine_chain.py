@@ -16,7 +16,8 @@ storing x_u at the visited chunk before applying the map and x_n as the result.
   per-chunk values. Serial depth S + n/S + S instead of n: 64 instead of 512 at 8K tokens.
 
 DELTAMEM_CHAIN_GROUPS picks: `auto` (default) two levels from 128 chunks on, `1` always (tests),
-`0` never. Each program holds one r×r tile on one warp (no tl.dot, so r pads only to a power of two).
+`0` never; ranks above 8 always chain in one pass (see TWO_LEVEL_MAX_RANK). Each program holds one
+r×r tile on one warp (no tl.dot, so r pads only to a power of two).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ from torch import Tensor
 from .chunk_scan import _n_static, triton
 
 TWO_LEVEL_FROM = 128  # chunks; below this the two extra launches cost more than the shorter chain saves
+# The group composition multiplies r×r tiles as a 3-D broadcast and sum. At r 16 this gave results
+# 1e-3 off on an H100 (the interpreter and r ≤ 8 on the H100 agree with the loop), so larger ranks
+# chain in one pass.
+TWO_LEVEL_MAX_RANK = 8
 
 if triton is not None:
     import triton.language as tl
@@ -127,11 +132,14 @@ if triton is not None:
             x = tl.sum(A * x[None, :], axis=1) + b
 
 
-def use_two_levels(n_chunks: int) -> bool:
-    """DELTAMEM_CHAIN_GROUPS: `auto` (default) two levels from TWO_LEVEL_FROM chunks, `1` always, `0` never."""
+def use_two_levels(n_chunks: int, r: int) -> bool:
+    """DELTAMEM_CHAIN_GROUPS: `auto` (default) two levels from TWO_LEVEL_FROM chunks, `1` always, `0`
+    never; one pass for r > TWO_LEVEL_MAX_RANK whatever the setting."""
     mode = os.environ.get("DELTAMEM_CHAIN_GROUPS", "auto")
     if mode not in ("0", "1", "auto"):
         raise ValueError(f"DELTAMEM_CHAIN_GROUPS must be 0, 1 or auto, got {mode!r}")
+    if r > TWO_LEVEL_MAX_RANK:
+        return False
     return mode == "1" or (mode == "auto" and n_chunks >= TWO_LEVEL_FROM)
 
 
@@ -152,7 +160,7 @@ def chain(maps: Tensor, offsets: Tensor, x0: Tensor, starts: Tensor, backward: b
     B, H, n, r = maps.shape[:4]
     rp = 1 << max(0, r - 1).bit_length()
     final = torch.empty_like(x0)
-    if not use_two_levels(n):
+    if not use_two_levels(n, r):
         _chain_one_pass_kernel[(B * H, r)](
             maps, offsets, x0, starts, final, n, R=r, RP=rp, BACKWARD=backward, N_STATIC=_n_static(n), num_warps=1
         )
@@ -185,4 +193,4 @@ def chain_reference(maps: Tensor, offsets: Tensor, x0: Tensor, backward: bool) -
     return torch.stack(starts, dim=2), x
 
 
-__all__ = ["chain", "chain_reference", "group_size", "use_two_levels", "TWO_LEVEL_FROM"]
+__all__ = ["chain", "chain_reference", "group_size", "use_two_levels", "TWO_LEVEL_FROM", "TWO_LEVEL_MAX_RANK"]
