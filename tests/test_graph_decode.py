@@ -153,8 +153,9 @@ def test_fused_decode_step_gives_the_same_tokens(variant, monkeypatch):
                     x.shape[1] == 1 and not torch.is_grad_enabled() and not (write and self.config.write == "ssw")
                 ),
             )
-        model = _models(variant, "cuda" if torch.cuda.is_available() else "cpu")
-        ids, mask = ids.to(model.device), mask.to(model.device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        model = _models(variant, device)
+        ids, mask = ids.to(device), mask.to(device)
         outs = []
         for b in (1, 3):  # batch 1 takes the bias path, batch 3 the addmm path
             model.reset_state()
