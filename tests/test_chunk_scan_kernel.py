@@ -222,11 +222,15 @@ def test_gpu_two_level_chain_long(monkeypatch: pytest.MonkeyPatch, H: int) -> No
 
 
 def test_parallel_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Rows by default; `1` forces chunks side by side; `auto` picks them on CUDA for fewer rows
-    than SMs and ≥ 8 chunks; anything else is refused."""
+    """`auto` by default: chunks side by side on CUDA for fewer rows than SMs and ≥ 128 chunks; `1`
+    forces chunks, `0` rows; anything else is refused."""
     cpu = torch.device("cpu")
     monkeypatch.delenv("DELTAMEM_SCAN_PARALLEL", raising=False)
     assert not chunk_scan.prefer_parallel(8, 512, cpu)
+    if HAS_CUDA:
+        assert chunk_scan.prefer_parallel(8, 512, torch.device("cuda"))
+    monkeypatch.setenv("DELTAMEM_SCAN_PARALLEL", "0")
+    assert not chunk_scan.prefer_parallel(8, 512, torch.device("cuda" if HAS_CUDA else "cpu"))
     monkeypatch.setenv("DELTAMEM_SCAN_PARALLEL", "1")
     assert chunk_scan.prefer_parallel(10_000, 1, cpu)
     monkeypatch.setenv("DELTAMEM_SCAN_PARALLEL", "auto")
@@ -235,7 +239,7 @@ def test_parallel_choice(monkeypatch: pytest.MonkeyPatch) -> None:
         sms = torch.cuda.get_device_properties(0).multi_processor_count
         cuda = torch.device("cuda")
         assert chunk_scan.prefer_parallel(8, 512, cuda)
-        assert not chunk_scan.prefer_parallel(sms, 512, cuda) and not chunk_scan.prefer_parallel(8, 4, cuda)
+        assert not chunk_scan.prefer_parallel(sms, 512, cuda) and not chunk_scan.prefer_parallel(8, 127, cuda)
     monkeypatch.setenv("DELTAMEM_SCAN_PARALLEL", "yes")
     with pytest.raises(ValueError, match="DELTAMEM_SCAN_PARALLEL"):
         chunk_scan.prefer_parallel(8, 512, cpu)

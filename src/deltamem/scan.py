@@ -24,8 +24,8 @@ Three implementations share one public function, `delta_scan`:
   (deltamem.kernels.chunk_scan: a program per (sequence, head, state row) carries its row across
   the chunks) and `triton_chunks` (deltamem.kernels.chunk_scan_parallel: the chunks' affine maps
   built side by side, chained per row, then every chunk's reads or gradients side by side again).
-  `triton` picks one by `chunk_scan.prefer_parallel`: rows unless DELTAMEM_SCAN_PARALLEL is 1
-  (chunks) or auto (chunks for few rows and many chunks). `auto` picks `triton` for fp32 CUDA
+  `triton` picks one by `chunk_scan.prefer_parallel` (DELTAMEM_SCAN_PARALLEL: `auto`, the default,
+  runs chunks for few rows and many chunks; `1` chunks, `0` rows). `auto` picks `triton` for fp32 CUDA
   tensors when triton imports, unless DELTAMEM_TRITON_SCAN=0.
 """
 

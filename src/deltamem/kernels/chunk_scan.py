@@ -352,24 +352,32 @@ def scan_triton(
     return _ScanTriton.apply(q, k, v, beta, valid, initial_state, chunk_size, parallel)
 
 
+# Measured (benchmarks/RESULTS.md): at 1K tokens (64 chunks of 16) the row kernels' prefill was faster
+# (H200, session 5: 98.8 vs 106.1 ms), at B 4 T 2K (128 chunks) the two were about equal, at 8K the
+# chunk family won clearly (H100, session 6: prefill 212 vs 237 ms; training step 706 vs 788 ms).
+PARALLEL_FROM_CHUNKS = 128
+
+
 def prefer_parallel(rows: int, n_chunks: int, device: torch.device) -> bool:
     """Which kernel family `scan_triton(parallel=None)` runs, from DELTAMEM_SCAN_PARALLEL:
 
-    * unset or `0` — one program per row walking the chunks (the kernels timed on GPU so far);
+    * unset or `auto` — chunks side by side when the row programs alone would leave most of the GPU
+      idle and there are many chunks to spread: fewer rows than streaming multiprocessors and at
+      least PARALLEL_FROM_CHUNKS chunks (prefill and training writes of 2K+ tokens at small batch;
+      below that the chunk family's three launches cost more than its parallelism saves);
     * `1` — chunks side by side, always;
-    * `auto` — chunks side by side when the row programs alone would leave most of the GPU idle
-      and there are chunks to spread: fewer rows than streaming multiprocessors, at least 8 chunks.
+    * `0` — one program per row walking the chunks, always.
 
-    The chunk-parallel kernels pass the reference tests under Triton's interpreter but have not yet
-    run on a GPU, hence not the default."""
-    mode = os.environ.get("DELTAMEM_SCAN_PARALLEL", "0")
+    `auto` is the default since both families passed every GPU test on an H100 (session 6) and the
+    chunk-parallel one was faster in every measured row (benchmarks/RESULTS.md)."""
+    mode = os.environ.get("DELTAMEM_SCAN_PARALLEL", "auto")
     if mode not in ("0", "1", "auto"):
         raise ValueError(f"DELTAMEM_SCAN_PARALLEL must be 0, 1 or auto, got {mode!r}")
     if mode != "auto":
         return mode == "1"
     if device.type != "cuda":
         return False
-    return rows < torch.cuda.get_device_properties(device).multi_processor_count and n_chunks >= 8
+    return rows < torch.cuda.get_device_properties(device).multi_processor_count and n_chunks >= PARALLEL_FROM_CHUNKS
 
 
 __all__ = ["scan_triton", "triton_available"]
