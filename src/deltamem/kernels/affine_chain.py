@@ -61,7 +61,7 @@ if triton is not None:
         maps_ptr, offsets_ptr, x0_ptr, starts_ptr, final_ptr, n_chunks,
         R: tl.constexpr, RP: tl.constexpr, BACKWARD: tl.constexpr, N_STATIC: tl.constexpr,
     ):  # fmt: skip
-        """Grid (B·H, r): all n steps of one row."""
+        """Grid (B·H, r): all n steps of one row (also level 2 of the two-level chain, over group maps)."""
         bh = tl.program_id(0).to(tl.int64)
         i = tl.program_id(1)
         rows = tl.arange(0, RP)
@@ -95,25 +95,6 @@ if triton is not None:
         inside = (rows[:, None] < R) & (rows[None, :] < R)
         tl.store(gmaps_ptr + gat * R * R + rows[:, None] * R + rows[None, :], P, mask=inside)
         tl.store(goffsets_ptr + gat * R + rows, p, mask=rows < R)
-
-    @triton.jit
-    def _group_chain_kernel(
-        gmaps_ptr, goffsets_ptr, x0_ptr, gstarts_ptr, final_ptr, n_groups,
-        R: tl.constexpr, RP: tl.constexpr, N_STATIC: tl.constexpr,
-    ):  # fmt: skip
-        """Level 2, grid (B·H, r): the group maps in order, storing each group's start value."""
-        bh = tl.program_id(0).to(tl.int64)
-        i = tl.program_id(1)
-        rows = tl.arange(0, RP)
-        inside = (rows[:, None] < R) & (rows[None, :] < R)
-        x = tl.load(x0_ptr + (bh * R + i) * R + rows, mask=rows < R, other=0.0)
-        for g in range(N_STATIC if N_STATIC > 0 else n_groups):
-            gat = (bh * n_groups + g) * R + i
-            tl.store(gstarts_ptr + gat * R + rows, x, mask=rows < R)
-            P = tl.load(gmaps_ptr + gat * R * R + rows[:, None] * R + rows[None, :], mask=inside, other=0.0)
-            p = tl.load(goffsets_ptr + gat * R + rows, mask=rows < R, other=0.0)
-            x = tl.sum(P * x[None, :], axis=1) + p
-        tl.store(final_ptr + (bh * R + i) * R + rows, x, mask=rows < R)
 
     @triton.jit
     def _group_fill_kernel(
@@ -172,8 +153,9 @@ def chain(maps: Tensor, offsets: Tensor, x0: Tensor, starts: Tensor, backward: b
     gstarts = torch.empty_like(goffsets)
     per_group = dict(R=r, RP=rp, GROUP=S, BACKWARD=backward, num_warps=1)
     _group_maps_kernel[(G, B * H, r)](maps, offsets, gmaps, goffsets, n, G, **per_group)
-    _group_chain_kernel[(B * H, r)](
-        gmaps, goffsets, x0, gstarts, final, G, R=r, RP=rp, N_STATIC=_n_static(G), num_warps=1
+    # level 2 is the one-pass chain over the group maps (already composed in walking order)
+    _chain_one_pass_kernel[(B * H, r)](
+        gmaps, goffsets, x0, gstarts, final, G, R=r, RP=rp, BACKWARD=False, N_STATIC=_n_static(G), num_warps=1
     )
     _group_fill_kernel[(G, B * H, r)](maps, offsets, gstarts, starts, n, G, **per_group)
     return final
