@@ -75,9 +75,7 @@ def delta_scan(
     B, T, H, r = k.shape
     dtype = torch.promote_types(k.dtype, torch.float32)
     q, k, v, beta = (x.to(dtype) for x in (q, k, v, beta))
-    if valid is None:
-        valid = torch.ones(B, T, dtype=torch.bool, device=k.device)
-    else:  # whatever sits at padding (even NaN from fully masked attention rows) must not leak
+    if valid is not None:  # whatever sits at padding (even NaN from fully masked attention rows) must not leak
         keep = valid[..., None, None]
         q, k, v, beta = (torch.where(keep, x, 0.0) for x in (q, k, v, beta))
     if initial_state is None:
@@ -85,6 +83,8 @@ def delta_scan(
     initial_state = initial_state.to(dtype)
     if impl == "auto":
         impl = "triton" if _use_triton(k) else "reference" if T <= 1 else "chunked"
+    if valid is None and impl not in _TRITON_FAMILY:  # the kernels take None: no mask to load
+        valid = torch.ones(B, T, dtype=torch.bool, device=k.device)
     with torch.autocast(k.device.type, enabled=False):  # the recurrence always runs in fp32 (or fp64)
         if impl == "reference":
             return scan_reference(q, k, v, beta, valid, initial_state)
