@@ -19,7 +19,9 @@ from __future__ import annotations
 import functools
 import sys
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -95,41 +97,55 @@ def require_grads(groups: dict[str, list[nn.Parameter]], what: str) -> None:
             raise AssertionError(f"{what}: non-finite gradient in {name}")
 
 
-def graphed_steps(steps: dict[str, tuple], errors: dict[str, str]) -> dict[str, GraphedStep]:
-    """Capture each (step, params, prepare, _) as a CUDA graph, all in one memory pool; a capture
-    that fails is recorded in `errors` (name -> message), not raised."""
+def graphed_steps(
+    variants: list[Variant], params: dict[str, list[Tensor]], errors: dict[str, str]
+) -> dict[str, GraphedStep]:
+    """Capture each eager variant's step as a CUDA graph (its `setup` prepares every capture), all in
+    one memory pool; `params[name]` are the tensors whose gradients the step fills. A capture that
+    fails is recorded in `errors` (name -> message), not raised."""
     graphed: dict[str, GraphedStep] = {}
     pool = None
-    for name, (step, params, prepare, _) in steps.items():
+    for variant in variants:
         try:
-            graphed[name] = GraphedStep(functools.partial(step, None), params, prepare, pool=pool)
-            pool = graphed[name].pool
+            step = functools.partial(variant.run, None)  # every setup here prepares in place, returns None
+            graphed[variant.name] = GraphedStep(step, params[variant.name], variant.setup, pool=pool)
+            pool = graphed[variant.name].pool
         except Exception as error:  # noqa: BLE001 - reported per variant; the others still run
-            errors[name] = f"{type(error).__name__}: {error}"
+            errors[variant.name] = f"{type(error).__name__}: {error}"
             torch.cuda.synchronize()
     return graphed
 
 
 def graph_case(
-    eager: dict, steps: dict[str, tuple], errors: dict[str, str], args, device: torch.device, tokens: int
+    eager: dict,
+    variants: list[Variant],
+    params: dict[str, list[Tensor]],
+    checks: dict[str, Callable[[Any], None]],
+    errors: dict[str, str],
+    args,
+    device: torch.device,
 ) -> dict:
-    """Time every capturable step (name -> (step, params, prepare, check)) replayed from a CUDA graph,
-    interleaved. Every replay passes the step's own check and gives the loss of an eager step (1e-3
+    """Time the eager variants' steps replayed from CUDA graphs, interleaved. Every replay passes its
+    check (`checks[name]`, else the variant's own) and gives the loss of an eager step (1e-3
     relative). The eager LoRA row rides along for the deltamem_graph/lora ratio."""
-    graphed = graphed_steps(steps, errors)
+    graphed = graphed_steps(variants, params, errors)
 
-    def checked(name: str, graph: GraphedStep):  # the step's own check, then replay == eager loss
+    def checked(variant: Variant, graph: GraphedStep):  # the step's check, then replay == eager loss
+        own = checks.get(variant.name, variant.check)
+
         def check(output) -> None:
-            steps[name][3](output)
+            if own is not None:
+                own(output)
             graph.replay_matches_eager(output)
 
         return check
 
-    variants = [
-        Variant(f"{name}_graph", graph, setup=graph.restore_grads, check=checked(name, graph), tokens=tokens)
-        for name, graph in graphed.items()
-    ]
-    stats = measure_interleaved(variants, args.reps, args.warmup, device)
+    timed = []
+    for v in variants:
+        if v.name in graphed:
+            graph = graphed[v.name]
+            timed.append(Variant(f"{v.name}_graph", graph, graph.restore_grads, checked(v, graph), v.tokens))
+    stats = measure_interleaved(timed, args.reps, args.warmup, device)
     for one in stats.values():  # replays allocate nothing: peak memory is in the eager rows
         one["peak_mb"] = one["peak_mb_samples"] = None
     stats["lora"] = eager["variants"]["lora"]
@@ -221,15 +237,14 @@ def main(argv: list[str] | None = None) -> dict:
     profiles = {cases[0]["name"]: kernel_profile(variants, setup.device, ratios)} if args.profile else {}
     graph_errors: dict[str, str] = {}
     if args.graph:
-        steps = {
-            "frozen": (frozen_step, [], lambda: None, frozen_check),
-            "lora": (lora_step, lora_params, lambda: clear_grads(lora_params), lora_check),
-            "deltamem": (memory_step, memory_params, memory_setup, memory_graph_check),
-        }
+        capturable = variants
         if setup.memory_config.write == "ssw":
             graph_errors["deltamem"] = "SSW segment writes read device values on the host (torch.unique)"
-            del steps["deltamem"]
-        cases.append(graph_case(cases[0], steps, graph_errors, args, setup.device, B * (W + R)))
+            capturable = [v for v in variants if v.name != "deltamem"]
+        params = {"frozen": [], "lora": lora_params, "deltamem": memory_params}
+        # the graph phase keeps the captured memory state in place (the eager check resets it)
+        checks = {"deltamem": memory_graph_check}
+        cases.append(graph_case(cases[0], capturable, params, checks, graph_errors, args, setup.device))
     results = {
         "benchmark": "train_step",
         "env": environment(setup.device, "benchmarks/train_step.py", argv),

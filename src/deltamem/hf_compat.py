@@ -19,7 +19,7 @@ def cache_argument(model: Any) -> str:
 
 def forward_accepts(model: Any, name: str) -> bool:
     """Whether `model.forward` has a parameter `name` (cached per model class: decode steps ask)."""
-    return _forward_parameters(type(model)).__contains__(name)
+    return name in _forward_parameters(type(model))
 
 
 @functools.cache
