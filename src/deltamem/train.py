@@ -166,6 +166,7 @@ def train(
         for logger in loggers:
             logger.log_hyperparams({**OmegaConf.to_container(cfg, resolve=True), **run_info(loaded, model)})
     resume = checkpoint_dir / "last.ckpt"  # a file, or a directory of shards under DeepSpeed
+    device = next(model.parameters()).device
     start = time.perf_counter()
     trainer.fit(module, datamodule=data, ckpt_path=str(resume) if t.resume and resume.exists() else None)
     seconds = time.perf_counter() - start
@@ -182,4 +183,5 @@ def train(
     for logger in loggers:
         if type(logger).__name__ == "WandbLogger":
             logger.experiment.finish()  # one W&B run per multirun job
+    model.to(device)  # Lightning's teardown leaves the module on the CPU; callers evaluate where it trained
     return result
