@@ -4,6 +4,7 @@ episodes are built as METHOD.md §6 says, and bad input fails with one line nami
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from safetensors.torch import load_file
 
 from deltamem.episodes import IGNORE_INDEX, EpisodeBuilder, EpisodeError, collate_episodes
 from deltamem.tiny_tokenizer import build_tiny_tokenizer
-from deltamem.train import accumulation_steps, build_model, train
+from deltamem.train import accumulation_steps, build_model, recent_mean, train
 
 from conftest import REPO_ROOT
 from test_param_counts import compose_cfg
@@ -70,6 +71,8 @@ def test_every_experiment_composes_and_takes_a_step(tmp_path, experiment):
     assert (tmp_path / "adapter_release" / "delta_mem_adapter.pt").is_file()
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert {"train/loss", "train/ce", "train/beta_mean", "train/state_norm", "train/lr"} <= set(rows[-1])
+    losses = [r["train/loss"] for r in rows]
+    assert result["loss_mean_last_50_logged"] == pytest.approx(sum(losses) / len(losses))  # every row, < 50 here
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert info["trainable_parameters"] > 0 and info["frozen_parameters"] > info["trainable_parameters"]
 
@@ -195,6 +198,15 @@ def test_bad_episodes_are_one_line_errors():
         builder.build(CHAT[:-1])
     with pytest.raises(EpisodeError, match="without role/content"):
         builder.build([{"role": "user"}, {"role": "assistant", "content": "x"}])
+
+
+def test_recent_mean_reads_the_last_rows_that_carry_the_key(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    rows = [{"step": i, "train/loss": float(i)} for i in range(1, 6)] + [{"step": 6}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert recent_mean(path, "train/loss", 2) == 4.5  # steps 4 and 5; step 6 has no loss
+    assert recent_mean(path, "train/loss", 50) == 3.0
+    assert math.isnan(recent_mean(tmp_path / "absent.jsonl", "train/loss", 2))
 
 
 def test_global_batch_arithmetic():

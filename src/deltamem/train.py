@@ -50,6 +50,15 @@ class MetricsJsonl(L.Callback):
             handle.write(json.dumps(row) + "\n")
 
 
+def recent_mean(path: Path, key: str, rows: int) -> float:
+    """Mean of `key` over the last `rows` lines of a metrics JSONL file that carry it (NaN if none):
+    a steadier end-of-run figure than the last step's loss, across resumed runs too."""
+    if not path.exists():
+        return float("nan")
+    tail = [row[key] for row in map(json.loads, path.read_text().splitlines()) if key in row][-rows:]
+    return sum(tail) / len(tail) if tail else float("nan")
+
+
 def accumulation_steps(global_batch_size: int, per_device_batch_size: int, world_size: int) -> int:
     """Gradient accumulation that makes per-device batch × devices × accumulation = the global batch."""
     per_step = per_device_batch_size * world_size
@@ -177,6 +186,7 @@ def train(
     }
     with full_parameters(trainer):
         if trainer.is_global_zero:  # one writer; the adapter is exported from rank 0
+            result["loss_mean_last_50_logged"] = recent_mean(run_dir / "metrics.jsonl", "train/loss", 50)
             result["adapter"] = str(save_adapter(model, run_dir / "adapter"))
             result["adapter_release"] = str(save_release_adapter(model, run_dir / "adapter_release"))
             (run_dir / "train_result.json").write_text(json.dumps(result, indent=2) + "\n")
