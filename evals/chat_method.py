@@ -65,7 +65,10 @@ class ChatModelMethod:
     def answer(self, queries: Sequence[Query]) -> list[Answer]:
         encoded = [self.encode(self.prompt_messages(q)) for q in queries]
         return self.decoder.generate(
-            [ids for ids, _ in encoded], [q.generation for q in queries], [segments for _, segments in encoded]
+            [ids for ids, _ in encoded],
+            [q.generation for q in queries],
+            [segments for _, segments in encoded],
+            self.memory_keys(queries),
         )
 
     def reset(self) -> None:
@@ -75,6 +78,10 @@ class ChatModelMethod:
         return {"extra_trainable_params": 0}
 
     # ----------------------------------------------------------------- hooks for subclasses
+    def memory_keys(self, queries: Sequence[Query]) -> list[str | None] | None:
+        """Which memory answers each query (None: the one memory, or none, the method holds)."""
+        return None
+
     def prompt_messages(self, query: Query) -> list[dict[str, str]]:
         """The chat actually sent for `query` (the runner's prompt, unchanged here)."""
         return query.messages

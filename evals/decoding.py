@@ -65,8 +65,9 @@ class DecoderBackend:
         """The recurrent state after a prefix (None: the backbone has none)."""
         return None
 
-    def load_state(self, saved: Any, batch: int) -> None:
-        """Restore `save_state`'s result for `batch` rows (fresh state when `saved` is None)."""
+    def load_state(self, saved: Any, batch: int, keys: Sequence[str | None] | None = None) -> None:
+        """Restore `save_state`'s result for `batch` rows; when `saved` is None, each row starts
+        from the memory of its key (`keys`, one per row; None: the method's only memory)."""
 
 
 def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
@@ -79,6 +80,7 @@ class _Prefix:
     ids: tuple[int, ...]
     cache: Any
     state: Any
+    key: str | None = None  # whose memory the prefix was run over
 
 
 class ChatDecoder:
@@ -129,10 +131,18 @@ class ChatDecoder:
         prompts: Sequence[list[int]],
         generations: Sequence[Generation],
         segments: Sequence[list[int]] | None = None,
+        memory_keys: Sequence[str | None] | None = None,
     ) -> list[Answer]:
-        """One answer per prompt (token ids ending with the generation prompt)."""
+        """One answer per prompt (token ids ending with the generation prompt).
+
+        `memory_keys` (one per prompt) name the memory each prompt is answered from, for a backend
+        holding several (δ-mem after `memorize_many`). Prompts over different memories share no
+        prefix: the prefix's keys and values depend on the memory that read it."""
         if len(prompts) != len(generations):
             raise ValueError(f"{len(prompts)} prompts but {len(generations)} generation settings")
+        keys = list(memory_keys) if memory_keys is not None else [None] * len(prompts)
+        if len(keys) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(keys)} memory keys")
         if not prompts:
             return []
         if any(len(p) == 0 for p in prompts):
@@ -145,27 +155,34 @@ class ChatDecoder:
                 f"max_new_tokens={max(g.max_new_tokens for g in generations)} leaves no room for a prompt in a "
                 f"{self.max_context_tokens}-token context window"
             )
-        shared = _common_prefix_length(prompts)
+        one_memory = len(set(keys)) == 1
+        shared = _common_prefix_length(prompts) if one_memory else 0
         prefix, prefix_segments, tails, tail_segments, dropped = _fit(prompts, segments, shared, budget)
-        prefix_state = self._run_prefix(prefix, prefix_segments)
+        prefix_state = self._run_prefix(prefix, prefix_segments, keys[0] if one_memory else None)
         answers: list[Answer] = [None] * len(prompts)  # type: ignore[list-item]
         order = sorted(range(len(prompts)), key=lambda i: len(tails[i]))  # similar lengths share a batch
         for start in range(0, len(order), self.batch_size):
             rows = order[start : start + self.batch_size]
             outs = self._generate_batch(
-                prefix_state, [tails[i] for i in rows], [tail_segments[i] for i in rows], [generations[i] for i in rows]
+                prefix_state,
+                [tails[i] for i in rows],
+                [tail_segments[i] for i in rows],
+                [generations[i] for i in rows],
+                [keys[i] for i in rows],
             )
             for i, tokens in zip(rows, outs):
                 text = self.tokenizer.decode(tokens, skip_special_tokens=True)
                 answers[i] = Answer(text, len(prefix) + len(tails[i]), len(tokens), dropped[i])
         return answers
 
-    def _run_prefix(self, prefix: list[int], segments: list[int]) -> _Prefix:
+    def _run_prefix(self, prefix: list[int], segments: list[int], key: str | None = None) -> _Prefix:
         ids = tuple(prefix)
-        if self._prefix is not None and self._prefix.ids == ids:
+        if self._prefix is not None and self._prefix.ids == ids and self._prefix.key == key:
             return self._prefix
         self._prefix = None  # free the old cache before building a new one
-        self.backend.load_state(None, 1)
+        if not ids:
+            return _Prefix(ids, None, None, key)  # nothing to run (and nothing worth keeping)
+        self.backend.load_state(None, 1, [key])
         cache = None
         device = self.device
         for start in range(0, len(ids), self.prefill_chunk):
@@ -175,11 +192,16 @@ class ChatDecoder:
             mask = torch.ones(1, end, dtype=torch.long, device=device)
             positions = torch.arange(start, end, device=device)[None]
             _, cache = self.backend.forward(chunk, mask, positions, cache, "prefix", seg)
-        self._prefix = _Prefix(ids, cache, self.backend.save_state() if ids else None)
+        self._prefix = _Prefix(ids, cache, self.backend.save_state(), key)
         return self._prefix
 
     def _generate_batch(
-        self, prefix: _Prefix, tails: list[list[int]], tail_segments: list[list[int]], settings: list[Generation]
+        self,
+        prefix: _Prefix,
+        tails: list[list[int]],
+        tail_segments: list[list[int]],
+        settings: list[Generation],
+        keys: list[str | None],
     ) -> list[list[int]]:
         device, B, P = self.device, len(tails), len(prefix.ids)
         width = max(len(t) for t in tails)
@@ -198,7 +220,7 @@ class ChatDecoder:
             cache = copy.deepcopy(prefix.cache)
             if B > 1:
                 cache.batch_repeat_interleave(B)
-        self.backend.load_state(prefix.state, B)
+        self.backend.load_state(prefix.state, B, keys)
         logits, cache = self.backend.forward(ids, mask, positions, cache, "prompt", seg)
 
         sampler = _RowSampler(settings, device)

@@ -7,6 +7,10 @@ given and what stays in each prompt (DESIGN.md), so the runner never branches on
 * `no_context`, `full_context` — nothing is memorised; the prompt holds no / all of the history.
 * `memory_only`, `recent_window` — the whole history is memorised; the prompt holds no / the most
   recent part of the history.
+* `memory_only_wrong_history` — the control of `memory_only`: the same prompt, but the method has
+  memorised *another* context's history (the runner picks it: the next context in the benchmark's
+  order, cyclically). A memory that carries the right context beats it; one that only learned
+  the answer format does not.
 
 Every answer starts from the memory as it was after `memorize`: nothing one question does (KV
 cache, δ-mem writes, sampled tokens) reaches another question or another context.
@@ -19,8 +23,21 @@ from typing import Any, Protocol, Sequence, runtime_checkable
 
 from evals.types import Generation
 
-MEMORY_CONDITIONS = ("memory_only", "recent_window")  # conditions under which `memorize` is called
-ALL_CONDITIONS = ("no_context", "full_context", "memory_only", "recent_window")
+WRONG_HISTORY = "memory_only_wrong_history"
+MEMORY_CONDITIONS = ("memory_only", "recent_window", WRONG_HISTORY)  # conditions under which `memorize` is called
+ALL_CONDITIONS = ("no_context", "full_context", "memory_only", "recent_window", WRONG_HISTORY)
+# A control condition prompts exactly as the condition it controls; only the memorised history differs.
+PROMPT_CONDITION = {WRONG_HISTORY: "memory_only"}
+
+
+def prompt_condition(condition: str) -> str:
+    """The condition whose prompt layout `condition` uses (itself, unless it is a control)."""
+    return PROMPT_CONDITION.get(condition, condition)
+
+
+def supports(method: "MemoryMethod", condition: str) -> bool:
+    """Whether `method` can run `condition`: a control runs wherever the condition it controls runs."""
+    return condition in method.conditions or prompt_condition(condition) in method.conditions
 
 
 @dataclass
@@ -43,6 +60,7 @@ class Query:
     messages: list[dict[str, str]]  # chat prompt (system/user), ends with the user's question
     question: str  # the bare question (what retrieval-style methods search with)
     generation: Generation
+    context_id: str | None = None  # whose memory answers it (methods that memorise several contexts at once)
 
 
 @dataclass
@@ -72,6 +90,11 @@ class MemoryMethod(Protocol):
     def reset(self) -> None:
         """Forget everything memorised."""
         ...
+
+    # Optional: `memorize_many(histories)` keeps one memory per history (keyed by `History.context_id`)
+    # and answers each query from the memory of its `Query.context_id`, so the runner can pack many
+    # small contexts (HotpotQA: one question each) into one batched call. Methods without it get one
+    # `memorize` per context.
 
     def cost(self) -> dict[str, Any]:
         """Static costs recorded with every result, e.g. {"extra_trainable_params": 4866336}."""

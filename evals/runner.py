@@ -26,11 +26,30 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
-from evals.methods import ALL_CONDITIONS, MEMORY_CONDITIONS, History, MemoryMethod, Query
+from evals.methods import (
+    ALL_CONDITIONS,
+    MEMORY_CONDITIONS,
+    WRONG_HISTORY,
+    History,
+    MemoryMethod,
+    Query,
+    prompt_condition,
+    supports,
+)
 from evals.predictions import PredictionStore, mark_done, merge_shards, read_rows, shard_file
+from evals.score_vectors import write_score_vectors
 from evals.types import Context, Item
 
 SCORE_KEYS_SKIPPED = {"id", "condition", "context_id", "category", "output"}
+
+
+@dataclass
+class Unit:
+    """Work between two resets of the method: the histories to memorise (as (whose memory, whose
+    history) context pairs: they differ only under the wrong-history control), then the calls."""
+
+    memorize: list[tuple[Context, Context]]
+    calls: list[list[tuple[Item, Context | None]]]
 
 
 @dataclass
@@ -105,7 +124,8 @@ class EvalRunner:
         contexts, items = self.load()
         store = PredictionStore(shard_file(self.run_dir, self.shard.rank, self.shard.world_size))
         started = time.perf_counter()
-        runnable = [c for c in self.conditions if c in self.method.conditions]
+        runnable = [c for c in self.conditions if supports(self.method, c)]
+        donors = self.donors(items) if WRONG_HISTORY in runnable else {}
         mine = self.my_groups(items)
         todo = sum(1 for c in runnable for _, g in mine for i in g if (i.id, c) not in store.done)
         bar = tqdm(
@@ -113,10 +133,11 @@ class EvalRunner:
         )
         running: dict[str, list[float]] = {}
         for condition in runnable:
-            for memorize_context, calls in self._units(condition, mine, contexts, store.done):
-                memorize_s = self._prepare(condition, memorize_context)
-                for call in calls:
-                    rows = self._answer(condition, call, memorize_s)
+            for unit in self._units(condition, mine, contexts, store.done, donors):
+                memorize_s = self._prepare(condition, unit.memorize)
+                history_of = {key.id: source.id for key, source in unit.memorize}
+                for call in unit.calls:
+                    rows = self._answer(condition, call, memorize_s, history_of)
                     store.append(rows)
                     bar.update(len(rows))
                     main = next((k for k in rows[0]["scores"]), None)
@@ -135,11 +156,21 @@ class EvalRunner:
             rows = read_rows(store.path)
         results = self.results(rows, runnable, elapsed)
         (self.run_dir / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
+        write_score_vectors(self.run_dir, rows)  # ids and scores only, beside results.json: Δs can be recomputed
         return results
 
     def expected_order(self, items: Sequence[Item], conditions: Sequence[str]) -> list[tuple[str, str]]:
         """(id, condition) in the order an unsharded run appends them."""
         return [(i.id, c) for c in conditions for _, group in self.groups(items) for i in group]
+
+    def donors(self, items: Sequence[Item]) -> dict[str, str]:
+        """The wrong-history control's pairing: each context gets the history of the next context
+        (in the benchmark's order, among contexts with items; the last gets the first's). The pairing
+        is fixed by the items alone, so every shard and every rerun uses the same one."""
+        ids = [context_id for context_id, _ in self.groups(items) if context_id is not None]
+        if len(ids) < 2:
+            raise ValueError(f"condition {WRONG_HISTORY} needs at least two contexts with questions, got {len(ids)}")
+        return {ids[k]: ids[(k + 1) % len(ids)] for k in range(len(ids))}
 
     def _units(
         self,
@@ -147,17 +178,37 @@ class EvalRunner:
         groups: Sequence[tuple[str | None, list[Item]]],
         contexts: dict[str, Context],
         done: set[tuple[str, str]],
-    ) -> list[tuple[Context | None, list[list[tuple[Item, Context | None]]]]]:
-        """Work for one condition: (context to memorise or None, calls of (item, its context)).
+        donors: dict[str, str] | None = None,
+    ) -> list[Unit]:
+        """Work for one condition, as units of (histories to memorise, calls of (item, its context)).
 
-        A method that memorises gets one unit per context. Otherwise every prompt carries all it
-        needs, so small contexts (HotpotQA: one question each) are packed into shared calls; a context
-        with more questions than a call holds keeps its calls to itself (its long prefix stays shared).
-        """
+        A method that memorises one history at a time gets one unit per context. Otherwise contexts
+        with fewer questions than a call holds are packed into shared calls (HotpotQA: one question
+        each): a method with `memorize_many` memorises all of a call's histories at once, and one
+        that memorises nothing needs none. A context with more questions than a call holds keeps its
+        calls to itself (its long prefix stays shared)."""
         memorizing = condition in MEMORY_CONDITIONS and getattr(self.method, "memorizes", True)
-        units: list[tuple[Context | None, list[list[tuple[Item, Context | None]]]]] = []
+        packs = not memorizing or hasattr(self.method, "memorize_many")
+        units: list[Unit] = []
         packed: list[tuple[Item, Context | None]] = []
         size = self.questions_per_call
+
+        def memorised(pairs: Sequence[tuple[Item, Context | None]]) -> list[tuple[Context, Context]]:
+            if not memorizing:
+                return []
+            out, seen = [], set()
+            for _, context in pairs:
+                if context is not None and context.id not in seen:
+                    seen.add(context.id)
+                    source = contexts[donors[context.id]] if condition == WRONG_HISTORY else context
+                    out.append((context, source))
+            return out
+
+        def flush() -> None:
+            if packed:
+                units.append(Unit(memorised(packed), [list(packed)]))
+                packed.clear()
+
         for context_id, group in groups:
             context = contexts.get(context_id) if context_id is not None else None
             if context_id is not None and context is None:
@@ -165,40 +216,44 @@ class EvalRunner:
             pending = [(i, context) for i in group if (i.id, condition) not in done]
             if not pending:
                 continue
-            if memorizing:
-                units.append((context, [pending[k : k + size] for k in range(0, len(pending), size)]))
-            elif len(pending) >= size:
-                if packed:  # keep the unsharded order: what was packed before goes first
-                    units.append((None, [packed]))
-                    packed = []
-                units.append((None, [pending[k : k + size] for k in range(0, len(pending), size)]))
+            if not packs or len(pending) >= size:
+                flush()  # keep the unsharded order: what was packed before goes first
+                calls = [pending[k : k + size] for k in range(0, len(pending), size)]
+                units.append(Unit(memorised(pending[:1]), calls))
             else:
                 if len(packed) + len(pending) > size:
-                    units.append((None, [packed]))
-                    packed = []
+                    flush()
                 packed.extend(pending)
-        if packed:
-            units.append((None, [packed]))
+        flush()
         return units
 
-    def _prepare(self, condition: str, context: Context | None) -> float:
-        """Reset the method and memorise the context's history if the condition calls for it."""
+    def _prepare(self, condition: str, pairs: Sequence[tuple[Context, Context]]) -> float:
+        """Reset the method and memorise the unit's histories (one, or several at once)."""
         self.method.reset()
-        if condition not in MEMORY_CONDITIONS or context is None:
+        if condition not in MEMORY_CONDITIONS or not pairs:
             return 0.0
         start = time.perf_counter()
-        self.method.memorize(History(context.id, self.benchmark.history_messages(context)))
-        return time.perf_counter() - start
+        histories = [History(key.id, self.benchmark.history_messages(source)) for key, source in pairs]
+        if len(histories) == 1:
+            self.method.memorize(histories[0])
+        else:
+            self.method.memorize_many(histories)
+        return (time.perf_counter() - start) / len(histories)
 
     def _answer(
-        self, condition: str, call: Sequence[tuple[Item, Context | None]], memorize_s: float
+        self,
+        condition: str,
+        call: Sequence[tuple[Item, Context | None]],
+        memorize_s: float,
+        history_of: dict[str, str] | None = None,
     ) -> list[dict[str, Any]]:
         items = [item for item, _ in call]
         queries = []
+        shown = prompt_condition(condition)
         for item, context in call:
-            messages = self.benchmark.prompt(item, context, condition)
+            messages = self.benchmark.prompt(item, context, shown)
             question = getattr(self.benchmark, "question_text", lambda i: i.question)(item)
-            queries.append(Query(item.id, messages, question, self.benchmark.generation(item)))
+            queries.append(Query(item.id, messages, question, self.benchmark.generation(item), item.context_id))
         start = time.perf_counter()
         answers = self.method.answer(queries)
         seconds = (time.perf_counter() - start) / max(1, len(items))
@@ -220,6 +275,7 @@ class EvalRunner:
                     "truncated_tokens": answer.truncated_tokens,
                     "answer_seconds": round(seconds, 4),
                     "memorize_seconds": round(memorize_s, 4),
+                    **({"history_from": history_of[item.context_id]} if condition == WRONG_HISTORY else {}),
                     "seed": query.generation.seed,
                     **({"extra": answer.extra} if answer.extra else {}),
                     **({"item_meta": _jsonable(item.meta)} if item.meta else {}),

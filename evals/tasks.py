@@ -1,4 +1,4 @@
-"""Hydra tasks of the evaluation side: `task=eval` and `task=table`."""
+"""Hydra tasks of the evaluation side: `task=eval`, `task=table`, `task=compare` and `task=plot`."""
 
 from __future__ import annotations
 
@@ -91,3 +91,81 @@ def table(cfg: DictConfig, runs: Sequence[str] = (), out: str | None = None) -> 
         Path(f"{out}.md").write_text(markdown + "\n")
         Path(f"{out}.csv").write_text(csv_text)
     return markdown
+
+
+def _task_out(cfg: DictConfig, out: str | None, stem: str) -> Path:
+    """`out` as given, else `<paths.output_dir>/<stem>` (the Hydra run directory)."""
+    if out:
+        return Path(out)
+    return Path(OmegaConf.select(cfg, "paths.output_dir", default=".") or ".") / stem
+
+
+def compare(
+    cfg: DictConfig,
+    comparisons: Sequence[Any] = (),
+    out: str | None = None,
+    n_boot: int = 10000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> list[dict[str, Any]]:
+    """`python src/run.py ~experiment task=compare` with `task.comparisons` (conf/task/compare.yaml) →
+    a Markdown table of paired Δ with cluster-bootstrap CIs, and `<out>.md/.csv/.json`."""
+    from evals.paired import compare_runs, comparison_tables
+
+    if not comparisons:
+        raise ValueError("task=compare needs task.comparisons=[{name, a: {run, condition}, b: {run, condition}}]")
+    rows = []
+    for spec in comparisons:
+        spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else dict(spec)
+        missing = [k for k in ("name", "a", "b") if k not in spec]
+        if missing:
+            raise ValueError(f"comparison {spec.get('name', spec)!r} lacks {missing}")
+        result = compare_runs(
+            spec["a"]["run"],
+            spec["a"]["condition"],
+            spec["b"]["run"],
+            spec["b"]["condition"],
+            metric=spec.get("metric"),
+            cluster_by=spec.get("cluster", "context_id"),
+            exclude_categories=spec.get("exclude_categories"),
+            n_boot=n_boot,
+            seed=seed,
+            ci=ci,
+            intersect=bool(spec.get("intersect", False)),
+        )
+        rows.append({"name": spec["name"], **result})
+    markdown, csv_text = comparison_tables(rows)
+    print(markdown)
+    target = _task_out(cfg, out, "comparisons")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{target}.md").write_text(markdown + "\n")
+    Path(f"{target}.csv").write_text(csv_text)
+    Path(f"{target}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    return rows
+
+
+def plot(
+    cfg: DictConfig,
+    bars: Sequence[Any] = (),
+    out: str | None = None,
+    title: str | None = "No-context recovery",
+    metric: str | None = None,
+    n_boot: int = 10000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> list[dict[str, Any]]:
+    """`python src/run.py ~experiment task=plot` with `task.bars` (conf/task/plot.yaml) → the
+    no-context recovery figure `<out>.png/.svg` and its bar values `<out>.json`."""
+    from evals.figures import bar_stats, plot_recovery
+
+    if not bars:
+        raise ValueError("task=plot needs task.bars=[{label, run, condition}, ...]")
+    specs = [OmegaConf.to_container(b, resolve=True) if isinstance(b, DictConfig) else dict(b) for b in bars]
+    rows = bar_stats(specs, metric=metric, n_boot=n_boot, seed=seed, ci=ci)
+    target = _task_out(cfg, out, "recovery")
+    plot_recovery(rows, f"{target}.png", title=title)
+    Path(f"{target}.json").write_text(json.dumps(rows, indent=2) + "\n")
+    for row in rows:
+        interval = f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+        print(f"{row['benchmark']:>12} {row['label']:<32} {row['height']:6.2f}  {interval}")
+    return rows

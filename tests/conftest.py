@@ -42,6 +42,16 @@ TINY_ARCHITECTURES = {
         num_key_value_heads=1,
         rope_theta=10000.0,
     ),
+    "qwen2": dict(  # q/k/v projections carry biases (Qwen2's default)
+        model_type="qwen2",
+        vocab_size=256,
+        hidden_size=64,
+        intermediate_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        rope_theta=10000.0,
+    ),
     "smollm3": dict(
         model_type="smollm3",
         vocab_size=256,

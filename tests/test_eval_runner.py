@@ -311,13 +311,97 @@ class CountingCalls:
         return getattr(self.method, name)
 
 
-def test_contexts_are_packed_only_when_the_method_keeps_no_memory(tmp_path, vanilla):
+class CountingPacked(CountingCalls):
+    def memorize_many(self, histories):
+        self.memorized.extend(h.context_id for h in histories)
+        return self.method.memorize_many(histories)
+
+
+class OneMemoryAtATime(CountingCalls):
+    def __getattr__(self, name):
+        if name == "memorize_many":
+            raise AttributeError(name)
+        return getattr(self.method, name)
+
+
+def test_contexts_are_packed_unless_the_method_holds_one_memory_at_a_time(tmp_path, vanilla):
     frozen = CountingCalls(vanilla)
     EvalRunner(bench(), frozen, ["memory_only"], tmp_path / "v", questions_per_call=4, progress=False).run()
     assert frozen.calls == [4, 2] and frozen.memorized == []  # six one-question contexts, packed
-    memory = CountingCalls(memory_method())
+    memory = CountingPacked(memory_method())
     EvalRunner(bench(), memory, ["memory_only"], tmp_path / "d", questions_per_call=4, progress=False).run()
-    assert memory.calls == [1] * 6 and len(set(memory.memorized)) == 6  # one memory per context
+    assert memory.calls == [4, 2] and memory.memorized == [f"synthetic-heldout-3-{i}" for i in range(6)]
+    single = OneMemoryAtATime(memory_method())
+    EvalRunner(bench(), single, ["memory_only"], tmp_path / "s", questions_per_call=4, progress=False).run()
+    assert single.calls == [1] * 6 and len(set(single.memorized)) == 6  # one memory per context
+
+
+def outputs(run_dir: Path, condition: str) -> dict[str, str]:
+    rows = [json.loads(line) for line in (run_dir / "predictions.jsonl").read_text().splitlines()]
+    return {r["id"]: r["output"] for r in rows if r["condition"] == condition}
+
+
+def test_packed_memories_answer_as_memories_written_one_at_a_time(tmp_path):
+    method = memory_method(batch_size=4)
+    conditions = ["memory_only", "memory_only_wrong_history"]
+    EvalRunner(bench(), method, conditions, tmp_path / "packed", questions_per_call=6, progress=False).run()
+    EvalRunner(bench(), method, conditions, tmp_path / "alone", questions_per_call=1, progress=False).run()
+    for condition in conditions:
+        packed, alone = outputs(tmp_path / "packed", condition), outputs(tmp_path / "alone", condition)
+        assert len(packed) == 6 and packed == alone
+    assert outputs(tmp_path / "packed", "memory_only") != outputs(tmp_path / "packed", "memory_only_wrong_history")
+
+
+def test_memorize_many_states_equal_writing_each_history_alone():
+    method = memory_method()
+    histories = [
+        History("a", [{"role": "user", "content": "my cat is called Tom. " * 9}]),
+        History("b", [{"role": "user", "content": "cold weather"}, {"role": "user", "content": "in May."}]),
+        History("c", [{"role": "user", "content": "the train leaves at nine. " * 3}]),
+    ]
+    method.memorize_many(histories)
+    together = method.backend.base_state
+    rows = method.backend.base_rows
+    for history in histories:
+        method.memorize(history)
+        alone = method.backend.base_state
+        for layer, state in alone.layers.items():
+            row = together.layers[layer][rows[history.context_id]]
+            torch.testing.assert_close(row, state[0], rtol=1e-5, atol=1e-6)
+    method.memorize_many(histories)
+    with pytest.raises(KeyError, match="no memory was written for context 'zz'"):
+        method.answer([Query("q", chat(0, 1), "", Generation(max_new_tokens=2), "zz")])
+    with pytest.raises(ValueError, match="same context id"):
+        method.memorize_many([histories[0], histories[0]])
+
+
+def test_wrong_history_control_reads_the_next_contexts_history(tmp_path):
+    method = memory_method()
+    benchmark = bench()
+    conditions = ["memory_only", "memory_only_wrong_history"]
+    EvalRunner(benchmark, method, conditions, tmp_path, questions_per_call=1, progress=False).run()
+    rows = [json.loads(line) for line in (tmp_path / "predictions.jsonl").read_text().splitlines()]
+    control = [r for r in rows if r["condition"] == "memory_only_wrong_history"]
+    ids = [f"synthetic-heldout-3-{i}" for i in range(6)]
+    assert [r["history_from"] for r in control] == ids[1:] + ids[:1]  # the next context, cyclically
+    hashes = {(r["id"], r["condition"]): r["prompt_hash"] for r in rows}
+    assert all(hashes[(i, "memory_only")] == hashes[(i, "memory_only_wrong_history")] for i in ids)  # same prompt
+    contexts, items = benchmark.load()
+    by_id = {c.id: c for c in contexts}
+    item = items[2]
+    method.memorize(History(item.context_id, benchmark.history_messages(by_id[ids[3]])))
+    prompt = benchmark.prompt(item, by_id[item.context_id], "memory_only")
+    query = Query(item.id, prompt, "", benchmark.generation(item))
+    assert control[2]["output"] == method.answer([query])[0].text
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["conditions"]) == set(conditions)
+
+
+def test_wrong_history_needs_two_contexts(tmp_path, vanilla):
+    one = SyntheticBenchmark(num_episodes=1, seed=3, sessions=[1, 1], facts=1, distractor_turns=0)
+    runner = EvalRunner(one, memory_method(), ["memory_only_wrong_history"], tmp_path, progress=False)
+    with pytest.raises(ValueError, match="needs at least two contexts"):
+        runner.run()
 
 
 def test_rank_device_spreads_hand_launched_ranks_over_visible_gpus():

@@ -60,11 +60,15 @@ def naive_attention(attn, x, reads, scale, cos, sin, valid, use_rope: bool):
         module = getattr(attn, name)
         return getattr(module, "base_layer", module)
 
+    def linear(name, inputs):  # Qwen2 has q/k/v biases
+        layer = base(name)
+        return inputs @ layer.weight.T + (layer.bias if layer.bias is not None else 0.0)
+
     mem = attn.delta_mem
     hd = attn.head_dim
-    q = x @ base("q_proj").weight.T + scale * reads @ mem.B_q.T  # correction BEFORE q-norm / RoPE
-    k = x @ base("k_proj").weight.T
-    v = x @ base("v_proj").weight.T
+    q = linear("q_proj", x) + scale * reads @ mem.B_q.T  # correction BEFORE q-norm / RoPE
+    k = linear("k_proj", x)
+    v = linear("v_proj", x)
     q, k, v = (t.view(B, T, -1, hd).transpose(1, 2) for t in (q, k, v))
     if hasattr(attn, "q_norm"):
         q, k = attn.q_norm(q), attn.k_norm(k)
@@ -77,12 +81,17 @@ def naive_attention(attn, x, reads, scale, cos, sin, valid, use_rope: bool):
     allowed = torch.ones(T, T, dtype=torch.bool).tril()[None, None] & valid[:, None, None, :]
     scores = scores.masked_fill(~allowed, float("-inf"))
     out = (scores.softmax(-1) @ v).transpose(1, 2).reshape(B, T, -1)
-    return out @ base("o_proj").weight.T + scale * reads @ mem.B_o.T  # correction AFTER o_proj
+    return linear("o_proj", out) + scale * reads @ mem.B_o.T  # correction AFTER o_proj
 
 
 @pytest.mark.parametrize("variant", ["tsw", "msw"])
 def test_module_equals_naive_recomputation(family, variant):
     model = tiny_model(family, seed=1)
+    biases = [m.bias for m in model.modules() if isinstance(m, torch.nn.Linear) and m.bias is not None]
+    with torch.no_grad():  # HF initialises biases to zero: make Qwen2's q/k/v biases count
+        for bias in biases:
+            bias.normal_(0.0, 0.5, generator=torch.Generator().manual_seed(5))
+    assert bool(biases) == (family == "qwen2")
     wrapped = attach_memory(model, preset(variant))
     randomise_memory(wrapped, seed=2)
     layer_index = 1 if family != "smollm3" else 0

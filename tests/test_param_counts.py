@@ -30,6 +30,18 @@ def compose_cfg(*overrides: str):
         ("qwen3_8b", "msw", 28_312_704),
         ("smollm3_3b", "msw", 14_156_928),
         ("smollm3_3b", "tsw", 3_539_232),
+        # Qwen2.5-Coder-0.5B: d = 896, q_out = 14·64 = 896, 24 layers.
+        # TSW, D = 8:  3·8·896 + (8·896 + 8) + 896·8 + 896·8
+        #            = 21,504 + 7,176 + 7,168 + 7,168 = 43,016 per layer; ×24
+        ("qwen25_coder_0p5b", "tsw", 1_032_384),
+        # MSW, D = 32: 3·32·896 + (32·896 + 32) + 896·32 + 896·32
+        #            = 86,016 + 28,704 + 28,672 + 28,672 = 172,064 per layer; ×24
+        ("qwen25_coder_0p5b", "msw", 4_129_536),
+        # Qwen2.5-Coder-1.5B: d = 1536, q_out = 12·128 = 1536, 28 layers.
+        # TSW: 36,864 + 12,296 + 12,288 + 12,288 = 73,736 per layer; ×28
+        ("qwen25_coder_1p5b", "tsw", 2_064_608),
+        # MSW: 147,456 + 49,184 + 49,152 + 49,152 = 294,944 per layer; ×28
+        ("qwen25_coder_1p5b", "msw", 8_258_432),
     ],
 )
 def test_trainable_counts_match_the_paper(backbone, memory, expected):

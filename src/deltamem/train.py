@@ -143,7 +143,9 @@ def train(
         loaded.tokenizer, t.max_write_length, t.max_length, dict(loaded.spec.chat_template_kwargs), t.write_overflow
     )
     records = instantiate(cfg.train_data)
-    data = EpisodeDataModule(records, builder, t.batch_size, model.memory_config.segment_unit, cfg.seed)
+    data = EpisodeDataModule(
+        records, builder, t.batch_size, model.memory_config.segment_unit, cfg.seed, int(t.get("num_workers", 0))
+    )
     module = DeltaMemLightning(model, OptimConfig(**t.optim), t.sparsity_weight, t.sparsity_target)
 
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]

@@ -7,8 +7,15 @@ and `__iter__`, are cheap to construct and take only keyword arguments of plain 
 `_target_`).
 """
 
+from .bamboo import BambooEpisodes
+from .blend import BlendEpisodes
+from .covidqa import CovidQAEpisodes
+from .friendsqa import FriendsQAEpisodes
+from .hub_chats import HubChats
 from .jsonl import JsonlChats
-from .qasper import QasperEpisodes
+from .leval import LEvalEpisodes
+from .qasper import QasperRawEpisodes
 from .synthetic import SyntheticChats
 
-__all__ = ["SyntheticChats", "QasperEpisodes", "JsonlChats"]
+__all__ = ["SyntheticChats", "QasperRawEpisodes", "HubChats", "JsonlChats"]
+__all__ += ["CovidQAEpisodes", "FriendsQAEpisodes", "LEvalEpisodes", "BambooEpisodes", "BlendEpisodes"]

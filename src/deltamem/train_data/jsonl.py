@@ -4,24 +4,26 @@ Each non-blank line is an object `{"messages": [{"role": ..., "content": ...}, .
 "meta"?: {...}}`. Roles are system, user and assistant; the last message must be the assistant's
 answer and the one before it the user's question. Every problem is a one-line `ValueError` of the
 form `<file>:<line>: <problem>`.
+
+`validate_chat` and `chat_episode` check one such record given as any mapping (a JSON line's object
+or a Hugging Face dataset row), so `HubChats` shares them; it passes `null_is_absent=True`, as a
+dataset column that only some rows fill holds None (null) in the others.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 ROLES = ("system", "user", "assistant")
 
 
-def _parse_line(line: str, where: str) -> tuple[list[dict], str | None, dict]:
-    """Validated (messages, id or None, meta) of one line; raises ValueError prefixed with `where`."""
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{where}: bad JSON: {exc.msg} (column {exc.colno})") from None
-    if not isinstance(obj, dict):
+def validate_chat(obj: object, where: str, null_is_absent: bool = False) -> tuple[list[dict], str | None, dict]:
+    """Validated (messages, id or None, meta) of one chat record; raises ValueError prefixed with `where`.
+
+    With `null_is_absent`, `"meta": null` counts as no meta (a null id always counts as no id)."""
+    if not isinstance(obj, Mapping):
         raise ValueError(f"{where}: expected a JSON object, got {type(obj).__name__}")
     if "messages" not in obj:
         raise ValueError(f'{where}: missing "messages"')
@@ -32,7 +34,7 @@ def _parse_line(line: str, where: str) -> tuple[list[dict], str | None, dict]:
         raise ValueError(f"{where}: fewer than 2 messages ({len(messages)}); need a user question and an answer")
     clean = []
     for k, msg in enumerate(messages, start=1):
-        if not isinstance(msg, dict) or "role" not in msg or "content" not in msg:
+        if not isinstance(msg, Mapping) or "role" not in msg or "content" not in msg:
             raise ValueError(f'{where}: message {k} needs both "role" and "content"')
         if msg["role"] not in ROLES:
             raise ValueError(f"{where}: message {k} has unknown role {msg['role']!r} (expected one of {list(ROLES)})")
@@ -46,10 +48,47 @@ def _parse_line(line: str, where: str) -> tuple[list[dict], str | None, dict]:
     episode_id = obj.get("id")
     if episode_id is not None and not isinstance(episode_id, (str, int)):
         raise ValueError(f'{where}: "id" must be a string or an integer, got {type(episode_id).__name__}')
-    meta = obj.get("meta", {})
-    if not isinstance(meta, dict):
+    meta = obj.get("meta", None if null_is_absent else {})
+    if not (meta is None and null_is_absent) and not isinstance(meta, Mapping):
         raise ValueError(f'{where}: "meta" must be an object, got {type(meta).__name__}')
-    return clean, None if episode_id is None else str(episode_id), meta
+    return clean, None if episode_id is None else str(episode_id), dict(meta or {})
+
+
+def chat_episode(
+    obj: object, where: str, default_id: str, extra_meta: Mapping, null_is_absent: bool = False
+) -> dict:
+    """The common episode record of one validated chat; `extra_meta` (where it came from) wins over its meta."""
+    messages, episode_id, meta = validate_chat(obj, where, null_is_absent)
+    return {
+        "id": episode_id or default_id,
+        "messages": messages,
+        "answer": messages[-1]["content"],
+        "meta": {**meta, **extra_meta},
+    }
+
+
+def copy_episode(record: Mapping) -> dict:
+    """A fresh copy of a cached record, so callers cannot alter the cache."""
+    return {
+        "id": record["id"],
+        "messages": [dict(m) for m in record["messages"]],
+        "answer": record["answer"],
+        "meta": dict(record["meta"]),
+    }
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, object, str]]:
+    """(line number, parsed object, where) per non-blank line; bad JSON raises `<file>:<line>: bad JSON`."""
+    with Path(path).open(encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where}: bad JSON: {exc.msg} (column {exc.colno})") from None
+            yield number, obj, where
 
 
 class JsonlChats:
@@ -64,20 +103,10 @@ class JsonlChats:
             file = Path(self.path)
             if not file.is_file():
                 raise FileNotFoundError(f"JsonlChats: no such file {self.path!r}")
-            records = []
-            with file.open(encoding="utf-8") as handle:
-                for number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    messages, episode_id, meta = _parse_line(line, f"{self.path}:{number}")
-                    records.append(
-                        {
-                            "id": episode_id or f"{file.stem}:{number}",
-                            "messages": messages,
-                            "answer": messages[-1]["content"],
-                            "meta": {**meta, "source": self.path, "line": number},
-                        }
-                    )
+            records = [
+                chat_episode(obj, where, f"{file.stem}:{number}", {"source": self.path, "line": number})
+                for number, obj, where in read_jsonl(self.path)
+            ]
             if not records:
                 raise ValueError(f"{self.path}: no episodes (the file has no non-blank lines)")
             self._records = records
@@ -90,13 +119,7 @@ class JsonlChats:
         records = self._load()
         if not -len(records) <= i < len(records):
             raise IndexError(f"episode {i} out of range for {len(records)} episodes")
-        record = records[i]
-        return {  # a fresh copy, so callers cannot alter the cache
-            "id": record["id"],
-            "messages": [dict(m) for m in record["messages"]],
-            "answer": record["answer"],
-            "meta": dict(record["meta"]),
-        }
+        return copy_episode(records[i])
 
     def __iter__(self) -> Iterator[dict]:
         return (self[i] for i in range(len(self)))

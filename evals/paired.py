@@ -1,0 +1,317 @@
+"""Paired differences between two sets of per-question scores, with cluster-bootstrap CIs.
+
+Items are matched by question id. Δ = mean(a) − mean(b) in percentage points; its CI is a paired
+cluster bootstrap: clusters (LoCoMo: `context_id`, the conversation; HotpotQA: one question per
+context, so clusters are questions) are drawn with replacement and every item of a drawn cluster
+enters both sides, so questions of one conversation move together and the CI is not overconfident.
+The resamples are vectorised: each chunk of resamples draws a (resamples × clusters) index array,
+counts how often each cluster was drawn and takes the means as (counts @ cluster sums) / (counts @
+cluster sizes). `bootstrap_mean_ci` is the one-sided version (a bar's error bar).
+
+By default the items are exactly those the benchmark's `overall` counts (LoCoMo under protocol
+"paper" leaves category 5 out; `overall_exclusions`); `compare_runs` checks that the scores it
+reads reproduce `results.json` before comparing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from evals.score_vectors import condition_vectors, load_score_vectors, main_metric
+
+# Categories a benchmark's `overall` leaves out, by (benchmark, protocol).
+OVERALL_EXCLUSIONS: dict[tuple[str, str | None], tuple[str, ...]] = {("locomo", "paper"): ("5",)}
+_CHUNK_ELEMENTS = 1 << 22  # gathered cluster sums per chunk of resamples
+
+
+def overall_exclusions(benchmark: str, protocol: str | None) -> tuple[str, ...]:
+    """The categories kept out of `overall` for this benchmark and protocol (usually none)."""
+    return OVERALL_EXCLUSIONS.get((benchmark, protocol), ())
+
+
+@dataclass
+class PairedDelta:
+    """Δ = mean_a − mean_b (percentage points) with its paired cluster-bootstrap CI."""
+
+    metric: str
+    delta: float
+    ci_low: float
+    ci_high: float
+    mean_a: float
+    mean_b: float
+    n: int
+    n_clusters: int
+    frac_le_0: float  # share of resampled Δ ≤ 0
+    frac_ge_0: float  # share of resampled Δ ≥ 0
+    p_value: float  # two-sided: min(1, 2 · min(frac_le_0, frac_ge_0))
+    ci: float
+    n_boot: int
+    seed: int
+    cluster_by: str | None
+    excluded_categories: list[str]
+    missing_in_a: int = 0
+    missing_in_b: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class MeanCI:
+    """A mean (%) with its cluster-bootstrap CI."""
+
+    metric: str
+    mean: float
+    ci_low: float
+    ci_high: float
+    n: int
+    n_clusters: int
+    ci: float
+    n_boot: int
+    seed: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _select(rows: Sequence[dict[str, Any]], exclude: Sequence[str], side: str) -> dict[str, dict[str, Any]]:
+    """Rows by id without the excluded categories; duplicate ids are an error."""
+    excluded = {str(c) for c in exclude}
+    by_id: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if str(row.get("category")) in excluded:
+            continue
+        key = str(row["id"])
+        if key in by_id:
+            raise ValueError(f"side {side}: id {key!r} appears twice (pass the rows of one condition)")
+        by_id[key] = row
+    return by_id
+
+
+def _values(rows: Sequence[dict[str, Any]], metric: str, side: str) -> np.ndarray:
+    missing = [r["id"] for r in rows if not isinstance(r.get(metric), (int, float))]
+    if missing:
+        raise KeyError(f"side {side}: {len(missing)} item(s) lack metric {metric!r}, e.g. {missing[0]!r}")
+    return np.asarray([float(r[metric]) for r in rows], dtype=np.float64)
+
+
+def _cluster_codes(rows: Sequence[dict[str, Any]], cluster_by: str | None) -> np.ndarray:
+    """Cluster index per item, in first-appearance order; an item without a label is its own cluster."""
+    mapping: dict[tuple[str, str], int] = {}
+    codes = []
+    for row in rows:
+        label = None if cluster_by in (None, "id") else row.get(cluster_by)
+        key = ("item", str(row["id"])) if label is None else ("cluster", str(label))
+        codes.append(mapping.setdefault(key, len(mapping)))
+    return np.asarray(codes, dtype=np.int64)
+
+
+def resampled_means(
+    values: np.ndarray, codes: np.ndarray, n_boot: int, seed: int
+) -> tuple[np.ndarray, int]:
+    """Cluster-bootstrap means of each row of `values` (S × n items): returns (S × n_boot, clusters).
+
+    Each resample draws as many clusters as there are, with replacement, and averages all items of
+    the drawn clusters (a cluster drawn twice counts twice)."""
+    values = np.atleast_2d(np.asarray(values, dtype=np.float64))
+    n_clusters = int(codes.max()) + 1
+    sums = np.stack([np.bincount(codes, weights=v, minlength=n_clusters) for v in values])  # S × K
+    sizes = np.bincount(codes, minlength=n_clusters).astype(np.float64)  # K
+    rng = np.random.default_rng(seed)
+    chunk = max(1, _CHUNK_ELEMENTS // (n_clusters * values.shape[0]))
+    out = np.empty((values.shape[0], n_boot))
+    for start in range(0, n_boot, chunk):
+        stop = min(n_boot, start + chunk)
+        drawn = rng.integers(0, n_clusters, size=(stop - start, n_clusters))
+        rows = np.arange(stop - start)[:, None] * n_clusters  # times each cluster is drawn, per resample
+        counts = np.bincount((drawn + rows).ravel(), minlength=drawn.size).reshape(drawn.shape).astype(np.float64)
+        out[:, start:stop] = (counts @ sums.T).T / (counts @ sizes)
+    return out, n_clusters
+
+
+def _interval(samples: np.ndarray, ci: float) -> tuple[float, float]:
+    if not 0.0 < ci < 1.0:
+        raise ValueError(f"ci must lie in (0, 1), got {ci}")
+    low, high = np.quantile(samples, [(1.0 - ci) / 2.0, 1.0 - (1.0 - ci) / 2.0])
+    return float(low), float(high)
+
+
+def paired_delta(
+    a_scores: Sequence[dict[str, Any]],
+    b_scores: Sequence[dict[str, Any]],
+    metric: str | None = None,
+    cluster_by: str | None = "context_id",
+    n_boot: int = 10000,
+    seed: int = 0,
+    ci: float = 0.95,
+    exclude_categories: Sequence[str] = (),
+    intersect: bool = False,
+) -> PairedDelta:
+    """Δ = mean(a) − mean(b) (points) over items matched by id, with a paired cluster-bootstrap CI.
+
+    `cluster_by`: the row key whose equal values form a cluster (None or "id": every item alone).
+    The id sets must agree unless `intersect=True` (then the common ids are compared)."""
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be positive, got {n_boot}")
+    metric = metric or main_metric(a_scores)
+    a_by, b_by = _select(a_scores, exclude_categories, "a"), _select(b_scores, exclude_categories, "b")
+    only_a, only_b = [k for k in a_by if k not in b_by], [k for k in b_by if k not in a_by]
+    if (only_a or only_b) and not intersect:
+        raise ValueError(
+            f"the two sides hold different questions: {len(only_b)} id(s) missing on side a, "
+            f"{len(only_a)} missing on side b (e.g. {(only_b or only_a)[0]!r}); pass intersect=True to compare "
+            "the common ones"
+        )
+    ids = [k for k in a_by if k in b_by]
+    if not ids:
+        raise ValueError("no question is common to both sides")
+    rows_a, rows_b = [a_by[k] for k in ids], [b_by[k] for k in ids]
+    for ra, rb in zip(rows_a, rows_b):
+        if str(ra.get("category")) != str(rb.get("category")):
+            raise ValueError(f"id {ra['id']!r} has category {ra.get('category')!r} in a, {rb.get('category')!r} in b")
+        if cluster_by not in (None, "id") and str(ra.get(cluster_by)) != str(rb.get(cluster_by)):
+            raise ValueError(
+                f"id {ra['id']!r} lies in {cluster_by} {ra.get(cluster_by)!r} in a, {rb.get(cluster_by)!r} in b"
+            )
+    values = np.stack([_values(rows_a, metric, "a"), _values(rows_b, metric, "b")])
+    codes = _cluster_codes(rows_a, cluster_by)
+    means, n_clusters = resampled_means(values, codes, n_boot, seed)
+    deltas = 100.0 * (means[0] - means[1])
+    low, high = _interval(deltas, ci)
+    le, ge = float(np.mean(deltas <= 0.0)), float(np.mean(deltas >= 0.0))
+    mean_a, mean_b = 100.0 * float(values[0].mean()), 100.0 * float(values[1].mean())
+    return PairedDelta(
+        metric=metric,
+        delta=mean_a - mean_b,
+        ci_low=low,
+        ci_high=high,
+        mean_a=mean_a,
+        mean_b=mean_b,
+        n=len(ids),
+        n_clusters=n_clusters,
+        frac_le_0=le,
+        frac_ge_0=ge,
+        p_value=min(1.0, 2.0 * min(le, ge)),
+        ci=ci,
+        n_boot=n_boot,
+        seed=seed,
+        cluster_by=cluster_by,
+        excluded_categories=[str(c) for c in exclude_categories],
+        missing_in_a=len(only_b) if intersect else 0,
+        missing_in_b=len(only_a) if intersect else 0,
+    )
+
+
+def bootstrap_mean_ci(
+    scores: Sequence[dict[str, Any]],
+    metric: str | None = None,
+    cluster_by: str | None = "context_id",
+    n_boot: int = 10000,
+    seed: int = 0,
+    ci: float = 0.95,
+    exclude_categories: Sequence[str] = (),
+) -> MeanCI:
+    """The mean (%) of `metric` over the items and its cluster-bootstrap CI."""
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be positive, got {n_boot}")
+    metric = metric or main_metric(scores)
+    rows = list(_select(scores, exclude_categories, "scores").values())
+    if not rows:
+        raise ValueError("no items left to average")
+    values = _values(rows, metric, "scores")
+    means, n_clusters = resampled_means(values, _cluster_codes(rows, cluster_by), n_boot, seed)
+    low, high = _interval(100.0 * means[0], ci)
+    return MeanCI(metric, 100.0 * float(values.mean()), low, high, len(rows), n_clusters, ci, n_boot, seed)
+
+
+def load_run(run_dir: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(results.json, score vectors) of a run directory (scores built from predictions if absent)."""
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a finished evaluation run?")
+    return json.loads(path.read_text()), load_score_vectors(run_dir)
+
+
+def check_against_results(
+    results: dict[str, Any], condition: str, metric: str, rows: Sequence[dict[str, Any]], exclude: Sequence[str]
+) -> None:
+    """Raise unless the selected rows reproduce the condition's `n` and `metric` in results.json."""
+    summary = results.get("conditions", {}).get(condition)
+    if summary is None:
+        raise KeyError(f"results.json has no condition {condition!r}; present: {list(results.get('conditions', {}))}")
+    kept = list(_select(rows, exclude, condition).values())
+    if isinstance(summary.get("n"), int) and summary["n"] != len(kept):
+        raise ValueError(
+            f"{condition}: {len(kept)} scored items (excluding categories {list(exclude)}) but results.json counts "
+            f"{summary['n']} in overall: pass exclude_categories explicitly"
+        )
+    reported = summary.get(metric)
+    if isinstance(reported, (int, float)) and kept:
+        mean = 100.0 * float(np.mean(_values(kept, metric, condition)))
+        if abs(mean - reported) > 1e-6:
+            raise ValueError(f"{condition}: scores give {metric} {mean:.6f} but results.json says {reported:.6f}")
+
+
+def compare_runs(
+    a_run: str | Path,
+    a_condition: str,
+    b_run: str | Path,
+    b_condition: str,
+    metric: str | None = None,
+    cluster_by: str | None = "context_id",
+    exclude_categories: Sequence[str] | None = None,
+    **bootstrap: Any,
+) -> dict[str, Any]:
+    """`paired_delta` between a condition of run a and a condition of run b (possibly the same run).
+
+    `exclude_categories=None`: the benchmark's own `overall` exclusions, checked against results.json."""
+    results_a, vectors_a = load_run(a_run)
+    results_b, vectors_b = load_run(b_run)
+    if results_a["benchmark"] != results_b["benchmark"]:
+        raise ValueError(f"runs of different benchmarks: {results_a['benchmark']} vs {results_b['benchmark']}")
+    if results_a.get("protocol") != results_b.get("protocol"):
+        raise ValueError(f"runs under different protocols: {results_a.get('protocol')} vs {results_b.get('protocol')}")
+    rows_a, rows_b = condition_vectors(vectors_a, a_condition), condition_vectors(vectors_b, b_condition)
+    metric = metric or main_metric(rows_a)
+    default = exclude_categories is None
+    exclude = overall_exclusions(results_a["benchmark"], results_a.get("protocol")) if default else exclude_categories
+    if default:
+        check_against_results(results_a, a_condition, metric, rows_a, exclude)
+        check_against_results(results_b, b_condition, metric, rows_b, exclude)
+    delta = paired_delta(rows_a, rows_b, metric, cluster_by, exclude_categories=exclude, **bootstrap)
+    return {
+        "benchmark": results_a["benchmark"],
+        "protocol": results_a.get("protocol"),
+        "a": {"run": str(a_run), "condition": a_condition, "method": results_a.get("method")},
+        "b": {"run": str(b_run), "condition": b_condition, "method": results_b.get("method")},
+        **delta.to_dict(),
+    }
+
+
+def comparison_tables(rows: Sequence[dict[str, Any]]) -> tuple[str, str]:
+    """(Markdown, CSV) of `compare_runs` results, one line per named comparison."""
+    level = f"{100 * rows[0]['ci']:g}%" if rows else "95%"
+    header = ["name", "benchmark", "metric", "Δ", f"{level} CI", "n", "clusters", "mean a", "mean b", "p"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    fields = ["name", "benchmark", "protocol", "metric", "delta", "ci_low", "ci_high", "n", "n_clusters"]
+    fields += ["mean_a", "mean_b", "p_value", "a_run", "a_condition", "b_run", "b_condition"]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        cells = [r["name"], r["benchmark"], r["metric"], f"{r['delta']:+.2f}"]
+        cells.append(f"[{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]")
+        cells += [str(r["n"]), str(r["n_clusters"]), f"{r['mean_a']:.2f}", f"{r['mean_b']:.2f}", f"{r['p_value']:.4f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+        flat = {k: r[k] for k in fields if k in r}
+        flat.update(a_run=r["a"]["run"], a_condition=r["a"]["condition"])
+        flat.update(b_run=r["b"]["run"], b_condition=r["b"]["condition"])
+        writer.writerow(flat)
+    return "\n".join(lines), buffer.getvalue()
