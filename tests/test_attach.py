@@ -326,3 +326,54 @@ def test_fused_gpu_decode_equals_the_pytorch_path(variant, monkeypatch):
     assert torch.equal(runs[True][0], runs[False][0])
     for i, s in runs[False][1].items():
         assert torch.allclose(runs[True][1][i], s, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("variant", ["tsw", "ssw"])
+def test_right_padded_write_runs_without_a_key_mask_and_equals_each_row_alone(family, variant):
+    """write_history on a right-padded batch calls the decoder with no attention mask (is_causal; the
+    memory still skips padding); states and gradients equal writing every row alone. Left padding
+    keeps the mask."""
+    model = tiny_model(family)
+    wrapped = attach_memory(model, preset(variant))
+    randomise_memory(wrapped, seed=4)
+    lengths = [12, 7, 0, 12]
+    ids = torch.randint(3, 250, (4, 12), generator=GEN)
+    mask = torch.zeros(4, 12, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        mask[b, :n] = 1
+    segments = torch.where(mask.bool(), torch.arange(12) // 4, -1)
+    seen = []
+    hook = wrapped.base_model.get_decoder().register_forward_pre_hook(
+        lambda m, a, kw: seen.append(kw.get("attention_mask")), with_kwargs=True
+    )
+    params = [p for _, p in wrapped.memory_parameters()]
+
+    def write(rows: slice, width: int) -> tuple[dict, list]:
+        wrapped.reset_state()
+        wrapped.write_history(ids[rows, :width], mask[rows, :width], segments[rows, :width])
+        states = wrapped.get_state().layers
+        weights = {i: torch.arange(1, s[0].numel() + 1).view(s[0].shape) for i, s in states.items()}  # unequal
+        loss = sum((s.square() * weights[i]).sum() for i, s in states.items())
+        return {i: s.detach().clone() for i, s in states.items()}, torch.autograd.grad(loss, params, allow_unused=True)
+
+    batched, batched_grads = write(slice(0, 4), 12)
+    assert seen[-1] is None
+    summed = [torch.zeros_like(p) for p in params]
+    for b, n in enumerate(lengths):
+        if n == 0:
+            continue
+        alone, grads = write(slice(b, b + 1), n)
+        for i, s in alone.items():
+            assert torch.allclose(batched[i][b], s[0], atol=1e-5), (b, i)
+        summed = [acc + (g if g is not None else 0) for acc, g in zip(summed, grads)]
+    for i, s in batched.items():
+        assert torch.equal(s[2], torch.zeros_like(s[2]))  # the empty history writes nothing
+    for got, want in zip(batched_grads, summed):  # fp32 sums in another order: relative norm error
+        got = got if got is not None else torch.zeros_like(want)
+        assert (got - want).norm() <= 1e-5 * want.norm().clamp_min(1e-6)
+    wrapped.reset_state()
+    left = torch.flip(mask, dims=[1])
+    with torch.no_grad():
+        wrapped.write_history(ids, left, torch.where(left.bool(), 0, -1))
+    assert seen[-1] is not None and torch.equal(seen[-1], left)
+    hook.remove()

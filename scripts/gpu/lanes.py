@@ -36,7 +36,7 @@ LOGS = Path(os.environ.get("LOGS", "/root/logs"))
 BACKBONE = os.environ.get("BACKBONE_PATH", "/root/qwen05_hf")
 EXPERIMENT = os.environ.get("EXPERIMENT", "replication_qwen05")
 KEEP = ("results.json", "scores.jsonl", "predictions.jsonl", "train_result.json", "metrics.jsonl", "config.yaml",
-        "run_info.json", "throughput.json")
+        "run_info.json", "throughput.json", "nonfinite.jsonl")
 
 # benchmark key → (benchmark config, frozen conditions, δ-mem conditions, overrides)
 BENCHES: dict[str, tuple[str, list[str], list[str], list[str]]] = {
@@ -50,8 +50,8 @@ BENCHES: dict[str, tuple[str, list[str], list[str], list[str]]] = {
                ["benchmark.loader.include_adversarial=true", "method.batch_size=256", "task.questions_per_call=256"]),
     "locomo_full": ("locomo", ["full_context"], ["full_context"],
                     ["benchmark.loader.include_adversarial=true", "method.batch_size=64",
-                     "task.questions_per_call=256"]),
-    "ifeval": ("ifeval", ["no_context"], ["no_context"], ["method.batch_size=544", "task.questions_per_call=544"]),
+                     "task.questions_per_call=64"]),  # one call per conversation: none is packed
+    "ifeval": ("ifeval", ["no_context"], ["no_context"], ["method.batch_size=136", "task.questions_per_call=136"]),
 }
 
 
@@ -121,7 +121,7 @@ def collect(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     with tarfile.open(out / "runs.tgz", "w:gz") as tar:
         for path in sorted(RUNS.rglob("*")):
-            if path.is_file() and (path.name in KEEP or path.parent.name == "csv"):
+            if path.is_file() and (path.name in KEEP or path.parent.name == "csv"):  # not the dumps (size)
                 tar.add(path, arcname=str(path.relative_to(RUNS.parent)))
         for path in sorted(LOGS.glob("*.log")):
             tar.add(path, arcname=f"logs/{path.name}")

@@ -29,6 +29,11 @@ from .layer import CorrectedLinear, DeltaMemLayer
 from .state import MemoryState
 
 
+def right_padded(mask: Tensor) -> bool:
+    """True when every row of a (B, T) 0/1 mask is ones then zeros (one host sync)."""
+    return bool((mask[:, 1:] <= mask[:, :-1]).all()) if mask.shape[1] > 1 else True
+
+
 class UnsupportedModelError(TypeError):
     """The model does not have the decoder/attention structure δ-mem attaches to."""
 
@@ -41,6 +46,7 @@ class MemoryContext:
     valid: Tensor | None = None  # (B, T) bool for the tokens of this call
     segment_ids: Tensor | None = None  # (B, T) long, consumed by one call
     read_only_steps: bool = False  # set during generate for SSW decode steps
+    unmasked_valid: Tensor | None = None  # validity of a right-padded call made without a key mask
 
 
 @dataclass
@@ -128,7 +134,7 @@ class DeltaMemModel(nn.Module):
             tokens = kwargs.get("inputs_embeds")
         mask = kwargs.get("attention_mask")
         if mask is None:
-            self.context.valid = None
+            self.context.valid, self.context.unmasked_valid = self.context.unmasked_valid, None
             return
         if mask.dim() != 2:
             raise ValueError(
@@ -219,11 +225,19 @@ class DeltaMemModel(nn.Module):
         T = input_ids.shape[1]
         step = T if chunk_size is None else chunk_size
         decoder = self.base_model.get_decoder()
+        # Right padding under causal attention: no real token sees a later (padding) one, so the
+        # decoder runs with no key mask (is_causal sdpa) and the memory still skips the padding.
+        # Measured on an H200 (docs/RESULTS.md): with the padding mask, bf16 SDPA's backward gave
+        # NaN gradients for a batch whose rows were each finite alone.
+        unmasked = attention_mask is not None and right_padded(attention_mask)
         for start in range(0, T, step):  # a loop over chunks, each chunk processed in parallel
             part = slice(start, start + step)
             mask = None if attention_mask is None else attention_mask[:, part]
             segments = None if segment_ids is None else segment_ids[:, part]
             with self._call_context(segments, write=True):
+                if unmasked:
+                    self.context.unmasked_valid = mask.bool()
+                    mask = None
                 decoder(input_ids=input_ids[:, part], attention_mask=mask, use_cache=False)
 
     # ----------------------------------------------------------------- state

@@ -27,6 +27,7 @@ from .adapters import save_adapter, save_release_adapter
 from .attach import DeltaMemModel, attach_memory
 from .backbones import BackboneSpec, LoadedBackbone, load_backbone
 from .episodes import EpisodeBuilder
+from .guards import NonFiniteGuard
 from .lightning import DeltaMemLightning, EpisodeDataModule, OptimConfig, fsdp_root
 from .throughput import ThroughputRecorder
 
@@ -150,8 +151,10 @@ def train(
 
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     checkpoint_dir = run_dir / "checkpoints"
+    guard = NonFiniteGuard(run_dir, t.get("nonfinite", "error"))
     callbacks = [
         *(callbacks or []),
+        guard,
         L.pytorch.callbacks.ModelCheckpoint(
             dirpath=checkpoint_dir, save_last=True, every_n_train_steps=t.checkpoint_every, save_top_k=0
         ),
@@ -185,6 +188,7 @@ def train(
         "seconds": seconds,
         "steps": trainer.global_step,
         "final_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
+        "nonfinite_microbatches": guard.events,  # dropped steps under training.nonfinite=skip
     }
     with full_parameters(trainer):
         if trainer.is_global_zero:  # one writer; the adapter is exported from rank 0
