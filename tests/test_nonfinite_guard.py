@@ -64,3 +64,22 @@ def test_a_clean_run_records_no_event(tmp_path):
 def test_unknown_policy_is_refused(tmp_path):
     with pytest.raises(ValueError, match="training.nonfinite must be one of"):
         NonFiniteGuard(tmp_path, "ignore")
+
+
+def test_attention_backends_apply_to_the_training_step(tmp_path):
+    """training.attention_backends restricts SDPA inside the step: `math` trains; `cudnn` alone has no
+    CPU kernel, so the step fails (proof the restriction is in force); unknown names are refused."""
+    result = train(
+        tiny_training_cfg(tmp_path / "math", *OVERRIDES, "trainer.max_steps=1", "training.attention_backends=[math]")
+    )
+    assert result["steps"] == 1 and result["final_loss"] == result["final_loss"]
+    with pytest.raises(RuntimeError, match="(?i)no (viable backend|available kernel)"):
+        train(
+            tiny_training_cfg(
+                tmp_path / "cudnn", *OVERRIDES, "trainer.max_steps=1", "training.attention_backends=[cudnn]"
+            )
+        )
+    with pytest.raises(ValueError, match="training.attention_backends: unknown"):
+        train(
+            tiny_training_cfg(tmp_path / "bad", *OVERRIDES, "trainer.max_steps=1", "training.attention_backends=[fast]")
+        )

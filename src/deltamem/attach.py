@@ -226,9 +226,8 @@ class DeltaMemModel(nn.Module):
         step = T if chunk_size is None else chunk_size
         decoder = self.base_model.get_decoder()
         # Right padding under causal attention: no real token sees a later (padding) one, so the
-        # decoder runs with no key mask (is_causal sdpa) and the memory still skips the padding.
-        # Measured on an H200 (docs/RESULTS.md): with the padding mask, bf16 SDPA's backward gave
-        # NaN gradients for a batch whose rows were each finite alone.
+        # decoder runs with no key mask (SDPA's is_causal path, its fastest kernels) and the memory
+        # still skips the padding; states and gradients equal writing each row alone (tested).
         unmasked = attention_mask is not None and right_padded(attention_mask)
         for start in range(0, T, step):  # a loop over chunks, each chunk processed in parallel
             part = slice(start, start + step)

@@ -10,6 +10,7 @@ run resumes exactly where it was.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -22,6 +23,30 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .attach import DeltaMemModel
 from .episodes import IGNORE_INDEX, Episode, EpisodeBuilder, collate_episodes
+
+ATTENTION_BACKENDS = ("math", "flash", "efficient", "cudnn")
+
+
+def attention_backends(names: Sequence[str] | None) -> contextlib.AbstractContextManager:
+    """`torch.nn.attention.sdpa_kernel` over the named SDPA backends (None: PyTorch's own choice).
+
+    The choice made in the forward fixes the backward kernel too. On the H200 (session 9,
+    docs/RESULTS.md) the fused kernels' bf16 backward gave NaN gradients through Qwen2.5-0.5B's
+    layer 8 for whole training micro-batches while `math` gave finite ones on the same inputs."""
+    if names is None:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    table = {
+        "math": SDPBackend.MATH,
+        "flash": SDPBackend.FLASH_ATTENTION,
+        "efficient": SDPBackend.EFFICIENT_ATTENTION,
+        "cudnn": SDPBackend.CUDNN_ATTENTION,
+    }
+    unknown = [n for n in names if n not in table]
+    if unknown or not names:
+        raise ValueError(f"training.attention_backends: unknown {unknown} (or empty); choose from {ATTENTION_BACKENDS}")
+    return sdpa_kernel([table[n] for n in names])
 
 
 def fsdp_root(trainer: L.Trainer) -> Any | None:
@@ -144,8 +169,11 @@ class DeltaMemLightning(L.LightningModule):
         optim: OptimConfig | None = None,
         sparsity_weight: float = 0.01,
         sparsity_target: float = 0.05,
+        attention: Sequence[str] | None = None,
     ):
         super().__init__()
+        attention_backends(attention)  # an unknown name fails here, not at the first step
+        self.attention = None if attention is None else list(attention)
         self.model = model
         self.optim = optim or OptimConfig()
         self.sparsity_weight, self.sparsity_target = sparsity_weight, sparsity_target
@@ -189,7 +217,8 @@ class DeltaMemLightning(L.LightningModule):
         return (betas * valid).sum() / (valid.sum() * per_token).clamp_min(1)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        parts = self.episode_loss(batch)
+        with attention_backends(self.attention):
+            parts = self.episode_loss(batch)
         batch_size = batch["read_input_ids"].shape[0]
         self.log_dict({f"train/{k}": v.detach() for k, v in parts.items()}, prog_bar=False, batch_size=batch_size)
         self.log("train/lr", self.optimizers().param_groups[0]["lr"], batch_size=batch_size)

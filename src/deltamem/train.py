@@ -147,7 +147,9 @@ def train(
     data = EpisodeDataModule(
         records, builder, t.batch_size, model.memory_config.segment_unit, cfg.seed, int(t.get("num_workers", 0))
     )
-    module = DeltaMemLightning(model, OptimConfig(**t.optim), t.sparsity_weight, t.sparsity_target)
+    module = DeltaMemLightning(
+        model, OptimConfig(**t.optim), t.sparsity_weight, t.sparsity_target, t.get("attention_backends")
+    )
 
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     checkpoint_dir = run_dir / "checkpoints"
