@@ -7,7 +7,7 @@
 # GPU: several SmolLM2 processes time-slicing one GPU each ran far slower than alone), run after the
 # other. A run killed part-way (time limit, crash) picks up where it stopped when the script is run
 # again: finished predictions stay in OUT/<run>/predictions*.jsonl. Rebuild the tables with
-#   python src/run.py ~experiment task=table 'task.runs=[OUT/<run>,...]' task.out=docs/results/tables
+#   python src/run.py ~experiment task=table 'task.runs=[OUT/<run>,...]' task.out=results/tables
 #
 # ONLY="locomo_bm25 locomo_memgen ..." runs just the named runs (to split the list over GPUs by hand:
 # CUDA_VISIBLE_DEVICES=1 ONLY=... GPUS=1 bash scripts/smollm2_tables.sh locomo OUT, one such line per GPU).

@@ -12,8 +12,8 @@ from hydra.utils import instantiate
 
 from deltamem.backbones import load_backbone
 from deltamem.config import DeltaMemConfig
-from deltamem.method import DeltaMemMethod
 from evals.chat_method import ChatModelMethod, FrozenBackbone
+from evals.deltamem_method import DeltaMemMethod
 from evals.methods import History, Query
 from evals.runner import EvalRunner, Shard
 from evals.synthetic import SyntheticBenchmark

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
-from .chunk_scan import triton
+from .chunk_common import triton
 
 if triton is not None:
     import triton.language as tl

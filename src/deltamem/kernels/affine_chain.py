@@ -27,7 +27,7 @@ import os
 import torch
 from torch import Tensor
 
-from .chunk_scan import _n_static, triton
+from .chunk_common import _n_static, triton
 
 TWO_LEVEL_FROM = 128  # chunks; below this the two extra launches cost more than the shorter chain saves
 # The group composition multiplies r×r tiles as a 3-D broadcast and sum. At r 16 this gave results

@@ -28,12 +28,12 @@ import torch
 from torch import Tensor
 
 from .affine_chain import chain
-from .chunk_scan import triton
+from .chunk_common import triton
 
 if triton is not None:
     import triton.language as tl
 
-    from .chunk_scan import _chunk_backward, _chunk_forward, _chunk_setup, _solve_unit_lower
+    from .chunk_common import _chunk_backward, _chunk_forward, _chunk_setup, _solve_unit_lower
 
     @triton.jit
     def _solve_unit_lower_rows(N, X, LOG_C: tl.constexpr):

@@ -24,15 +24,15 @@ from typing import Any, Sequence
 
 import torch
 
-from evals.chat_method import ChatModelMethod
-from evals.decoding import DecoderBackend, cache_kwargs, returned_cache
-from evals.methods import History
+from deltamem.adapters import load_adapter, read_adapter_config
+from deltamem.attach import DeltaMemModel, attach_memory
+from deltamem.config import DeltaMemConfig
+from deltamem.episodes import EpisodeBuilder
+from deltamem.state import MemoryState
 
-from .adapters import load_adapter, read_adapter_config
-from .attach import DeltaMemModel, attach_memory
-from .config import DeltaMemConfig
-from .episodes import EpisodeBuilder
-from .state import MemoryState
+from .chat_method import ChatModelMethod
+from .decoding import DecoderBackend, cache_kwargs, returned_cache
+from .methods import History
 
 PROMPT_WRITES = ("auto", "always", "never")
 
