@@ -11,6 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from evals.fingerprint import check_or_record, eval_fields
 from evals.runner import EvalRunner, Shard, provenance
 from evals.tables import build_tables
 
@@ -28,8 +29,11 @@ def evaluate(
     limit: int | None = None,
     questions_per_call: int = 32,
     progress: bool = True,
+    default_run_dir: str | None = None,
 ) -> dict[str, Any]:
-    """`python src/run.py task=eval benchmark=<b> method=<m> [adapter=<folder>] [task.conditions=[...]]`."""
+    """`python src/run.py task=eval benchmark=<b> method=<m> [adapter=<folder>] [task.conditions=[...]]`.
+
+    `default_run_dir` is read by Hydra (its run directory), not here."""
     from deltamem.backbones import load_backbone
 
     shard = Shard.from_env()
@@ -37,6 +41,7 @@ def evaluate(
         torch.cuda.set_device(rank_device(shard.rank, os.environ.get("LOCAL_RANK"), torch.cuda.device_count()))
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    fingerprint = check_or_record(run_dir, eval_fields(cfg))  # before anything is loaded or appended
     torch.manual_seed(cfg.seed)
     benchmark = instantiate(cfg.benchmark.loader)
     loaded = load_backbone(instantiate(cfg.backbone))
@@ -46,6 +51,7 @@ def evaluate(
         "backbone": {"name": loaded.spec.name, "hub_id": loaded.spec.hub_id, "loaded_from": loaded.loaded_from},
         "decoding_note": "per-item settings from the benchmark's protocol (see predictions.jsonl `seed`)",
         "limit": limit,
+        "fingerprint": fingerprint,
         **provenance(),
     }
     if shard.rank == 0:

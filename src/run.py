@@ -9,6 +9,10 @@ import hydra
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from evals.fingerprint import register_resolver
+
+register_resolver()  # ${eval_fingerprint:}: task=eval's default run directory
+
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
