@@ -98,15 +98,23 @@ class DeltaMemMethod(ChatModelMethod):
         prefill_chunk: int = 4096,
         name: str | None = None,
         memorize_batch_tokens: int = 65536,
+        untrained: bool = False,
     ):
         if prompt_writes not in PROMPT_WRITES:
             raise ValueError(f"prompt_writes must be one of {PROMPT_WRITES}, got {prompt_writes!r}")
         if adapter is not None:
+            if untrained:
+                raise ValueError("method=deltamem: adapter= and method.untrained=true contradict each other")
             if not Path(adapter).is_dir():
                 raise FileNotFoundError(f"δ-mem adapter folder {adapter} does not exist")
             memory = read_adapter_config(adapter)
+        elif not untrained:
+            raise ValueError(
+                "method=deltamem needs adapter=<folder> (a trained δ-mem); to evaluate the untrained memory "
+                "on purpose (tests, speed), add method.untrained=true: its rows are then labelled _untrained"
+            )
         if memory is None:
-            raise ValueError("method=deltamem needs an adapter folder (method.adapter=...) or a memory config")
+            raise ValueError("method=deltamem with method.untrained=true needs a memory config (memory=tsw, ...)")
         self.memory_model = attach_memory(loaded.model, memory)
         if adapter is not None:
             load_adapter(self.memory_model, adapter)
@@ -115,7 +123,8 @@ class DeltaMemMethod(ChatModelMethod):
         self.prompt_writes = prompt_writes
         self.memorize_batch_tokens = int(memorize_batch_tokens)
         self.memorized = False
-        super().__init__(loaded, batch_size, max_context_tokens, prefill_chunk, name or f"deltamem_{memory.write}")
+        default_name = f"deltamem_{memory.write}" + ("_untrained" if untrained else "")
+        super().__init__(loaded, batch_size, max_context_tokens, prefill_chunk, name or default_name)
         self.write_chunk_size = write_chunk_size or self.decoder.max_context_tokens
         self.builder = EpisodeBuilder(self.tokenizer, chat_template_kwargs=self.template_kwargs)
 

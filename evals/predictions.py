@@ -1,7 +1,8 @@
 """`predictions.jsonl`: one line per (question, condition), appended as answers arrive.
 
 A crash can leave at most a partial last line; opening the store drops it, so a rerun continues
-from the last complete line and never writes a question twice. Sharded runs give each rank its
+from the last complete line and never writes a question twice. A damaged complete line (hand
+edits, a disk error) is quarantined, named, and its question answered again. Sharded runs give each rank its
 own file (`predictions.rank{r}.jsonl`) and rank 0 merges them into `predictions.jsonl` in the
 unsharded order once every rank has written its `done.rank{r}` marker.
 """
@@ -10,33 +11,80 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """Complete JSON lines of `path` (a partial last line from a crash is ignored)."""
+def scan_rows(path: Path) -> tuple[list[dict[str, Any]], list[tuple[int, str, str]]]:
+    """(rows, damaged) of a predictions file: every complete line that is a JSON prediction (the first
+    of each (id, condition)), and (line number, text, reason) of every other complete line. A partial
+    last line (no newline: a crash mid-write) is neither: it is simply unwritten."""
     if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+        return [], []
+    rows: list[dict[str, Any]] = []
+    damaged: list[tuple[int, str, str]] = []
+    seen: set[tuple[str, str]] = set()
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")[
+        :-1
+    ]  # the piece after the last \n is partial
+    for number, line in enumerate(lines, start=1):
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # only the last line can be partial: everything after it is unwritten
-    return rows
+            row = json.loads(line)
+            key = (row["id"], row["condition"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            damaged.append((number, line, "not a JSON prediction with id and condition"))
+            continue
+        if key in seen:
+            damaged.append((number, line, f"a second row for {key}"))
+            continue
+        seen.add(key)
+        rows.append(row)
+    return rows, damaged
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The predictions of `path` (damaged lines and a partial last line left out; see `scan_rows`)."""
+    return scan_rows(path)[0]
 
 
 class PredictionStore:
-    """Append-only prediction rows keyed by (id, condition)."""
+    """Append-only prediction rows keyed by (id, condition).
+
+    Opening a file repairs it, loudly: a partial last line (a crash) is cut; a complete line that is
+    not a prediction, or repeats one, is moved to `<name>.quarantine.jsonl` (with its line number
+    and the reason, named on stderr) and the file is rewritten without it, so the count of answered
+    questions is never short and a rerun never appends a question twice."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.rows = read_rows(self.path)
         self._truncate_partial_line()
+        self.rows, damaged = scan_rows(self.path)
+        if damaged:
+            self._quarantine(damaged)
         self.done = {(r["id"], r["condition"]) for r in self.rows}
+
+    @property
+    def quarantine_path(self) -> Path:
+        return self.path.with_name(self.path.stem + ".quarantine.jsonl")
+
+    def _quarantine(self, damaged: list[tuple[int, str, str]]) -> None:
+        with self.quarantine_path.open("a", encoding="utf-8") as handle:
+            for number, text, reason in damaged:
+                handle.write(
+                    json.dumps({"file": self.path.name, "line": number, "reason": reason, "text": text}) + "\n"
+                )
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.rows), encoding="utf-8")
+        tmp.replace(self.path)
+        lines = ", ".join(str(n) for n, _, _ in damaged[:10]) + (" …" if len(damaged) > 10 else "")
+        print(
+            f"[evals] {self.path}: {len(damaged)} damaged line(s) ({lines}: {damaged[0][2]}) moved to "
+            f"{self.quarantine_path.name}; their questions are answered again",
+            file=sys.stderr,
+        )
 
     def _truncate_partial_line(self) -> None:
         if not self.path.is_file():

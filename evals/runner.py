@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from importlib import import_module
@@ -60,6 +61,10 @@ class Shard:
     @classmethod
     def from_env(cls) -> "Shard":
         return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
+
+
+class NoCommonConditionError(ValueError):
+    """The method supports none of the conditions asked for."""
 
 
 class EvalRunner:
@@ -125,6 +130,14 @@ class EvalRunner:
         store = PredictionStore(shard_file(self.run_dir, self.shard.rank, self.shard.world_size))
         started = time.perf_counter()
         runnable = [c for c in self.conditions if supports(self.method, c)]
+        if not runnable:
+            raise NoCommonConditionError(
+                f"method {self.method.name} runs none of the requested conditions {self.conditions} on "
+                f"{self.benchmark.name} (it runs {sorted(self.method.conditions)}): nothing to evaluate"
+            )
+        skipped = [c for c in self.conditions if c not in runnable]
+        if skipped:
+            print(f"[evals] {self.method.name} does not run {skipped}; running {runnable}", file=sys.stderr)
         donors = self.donors(items) if WRONG_HISTORY in runnable else {}
         mine = self.my_groups(items)
         todo = sum(1 for c in runnable for _, g in mine for i in g if (i.id, c) not in store.done)

@@ -15,7 +15,7 @@ from deltamem.config import DeltaMemConfig
 from evals.chat_method import ChatModelMethod, FrozenBackbone
 from evals.deltamem_method import DeltaMemMethod
 from evals.methods import History, Query
-from evals.runner import EvalRunner, Shard
+from evals.runner import EvalRunner, NoCommonConditionError, Shard
 from evals.synthetic import SyntheticBenchmark
 from evals.tables import build_tables
 from evals.types import Generation
@@ -50,7 +50,8 @@ def vanilla() -> ChatModelMethod:
 
 def memory_method(**kwargs) -> DeltaMemMethod:
     memory = DeltaMemConfig(write=kwargs.pop("write", "tsw"), b_init="base_slice", base_slice_scale=2.0)
-    return DeltaMemMethod(sharp_backbone(), memory=memory, batch_size=kwargs.pop("batch_size", 3), **kwargs)
+    batch_size = kwargs.pop("batch_size", 3)
+    return DeltaMemMethod(sharp_backbone(), memory=memory, batch_size=batch_size, untrained=True, **kwargs)
 
 
 # ---------------------------------------------------------------------- decoding
@@ -132,7 +133,7 @@ def test_ssw_method_runs_with_segments():
 
 def test_untrained_deltamem_with_zero_corrections_equals_vanilla(vanilla):
     memory = DeltaMemConfig(write="tsw", b_init="zero")
-    method = DeltaMemMethod(sharp_backbone(), memory=memory, batch_size=3)
+    method = DeltaMemMethod(sharp_backbone(), memory=memory, batch_size=3, untrained=True)
     queries = [Query(f"q{i}", chat(i), "", Generation(max_new_tokens=6)) for i in range(3)]
     vanilla.reset()
     assert [a.text for a in method.answer(queries)] == [a.text for a in vanilla.answer(queries)]
@@ -192,6 +193,34 @@ def test_resume_after_crash_equals_uninterrupted(tmp_path):
     }
 
 
+def test_a_damaged_line_is_quarantined_and_reruns_never_duplicate(tmp_path, vanilla, capsys):
+    """A non-JSON line inside predictions.jsonl (and a repeated row): the rerun names the file and
+    lines, moves them to predictions.quarantine.jsonl, answers those questions again and counts every
+    question; further reruns change nothing."""
+    conditions = ["no_context", "full_context"]
+    full = EvalRunner(bench(), vanilla, conditions, tmp_path / "a", questions_per_call=4, progress=False).run()
+    run = tmp_path / "b"
+    EvalRunner(bench(), vanilla, conditions, run, questions_per_call=4, progress=False).run()
+    path = run / "predictions.jsonl"
+    lines = path.read_text().splitlines()
+    assert len(lines) == 12
+    lines[8] = "this is not json"
+    lines.insert(3, lines[2])  # a duplicated row
+    path.write_text("\n".join(lines) + "\n")
+    resumed = EvalRunner(bench(), vanilla, conditions, run, questions_per_call=4, progress=False).run()
+    err = capsys.readouterr().err
+    assert f"{path}: 2 damaged line(s) (4, 10" in err and "predictions.quarantine.jsonl" in err
+    assert strip_timing(resumed) == strip_timing(full)
+    assert resumed["conditions"]["full_context"]["n"] == resumed["conditions"]["no_context"]["n"] == 6
+    quarantined = [json.loads(x) for x in (run / "predictions.quarantine.jsonl").read_text().splitlines()]
+    assert [(q["line"], q["text"][:8]) for q in quarantined] == [(4, lines[2][:8]), (10, "this is ")]
+    for _ in range(2):
+        EvalRunner(bench(), vanilla, conditions, run, questions_per_call=4, progress=False).run()
+        keys = [(r["id"], r["condition"]) for r in map(json.loads, path.read_text().splitlines())]
+        assert len(keys) == len(set(keys)) == 12
+    assert len((run / "predictions.quarantine.jsonl").read_text().splitlines()) == 2
+
+
 def test_sharded_runs_merge_to_the_unsharded_predictions(tmp_path):
     method = memory_method()
     conditions = ["memory_only", "no_context"]
@@ -216,6 +245,21 @@ def test_unknown_condition_and_wrong_answer_count_are_errors(tmp_path, vanilla):
     short = Short(sharp_backbone())
     with pytest.raises(RuntimeError, match="returned 0 answers for 1 questions"):
         EvalRunner(bench(), short, ["no_context"], tmp_path, questions_per_call=1, progress=False).run()
+
+
+def test_a_method_with_no_condition_in_common_is_an_error(tmp_path, vanilla, capsys):
+    """`bm25_rag` on IFEval used to exit 0 with `{}`: now nothing to run is an error naming both sides."""
+
+    class RetrievalOnly:
+        name, conditions = "retrieval", ("memory_only",)
+
+    with pytest.raises(NoCommonConditionError, match=r"retrieval runs none of.*\['no_context'\] on synthetic"):
+        EvalRunner(bench(), RetrievalOnly(), ["no_context"], tmp_path / "none", progress=False).run()
+    assert not (tmp_path / "none" / "results.json").exists()
+    narrow = CountingCalls(vanilla)
+    narrow.conditions = ("no_context",)
+    EvalRunner(bench(), narrow, ["no_context", "memory_only"], tmp_path / "some", progress=False, limit=2).run()
+    assert "vanilla does not run ['memory_only']; running ['no_context']" in capsys.readouterr().err
 
 
 def test_table_from_run_directories(tmp_path, vanilla):
@@ -284,11 +328,24 @@ def test_every_benchmark_config_instantiates(name):
 
 @pytest.mark.parametrize("method", ["vanilla", "deltamem"])
 def test_method_configs_instantiate(method):
-    cfg = compose_cfg("task=eval", f"method={method}")
+    extra = ["method.untrained=true"] if method == "deltamem" else []
+    cfg = compose_cfg("task=eval", f"method={method}", *extra)
     loaded = load_backbone(instantiate(cfg.backbone))
     built = instantiate(cfg.method)(loaded=loaded)
-    assert built.name.startswith(method)
+    assert built.name == ("deltamem_tsw_untrained" if method == "deltamem" else "vanilla")
     assert built.answer([Query("q", chat(0, 1), "", Generation(max_new_tokens=2))])[0].output_tokens <= 2
+
+
+def test_deltamem_without_an_adapter_is_refused_unless_asked_for(tmp_path):
+    """`method=deltamem` with no `adapter=` would score an untrained memory under a trained name."""
+    cfg = compose_cfg("task=eval", "method=deltamem")
+    loaded = load_backbone(instantiate(cfg.backbone))
+    with pytest.raises(ValueError, match=r"needs adapter=<folder>.*method.untrained=true"):
+        instantiate(cfg.method)(loaded=loaded)
+    (tmp_path / "adapter").mkdir()
+    both = compose_cfg("task=eval", "method=deltamem", "method.untrained=true", f"adapter={tmp_path / 'adapter'}")
+    with pytest.raises(ValueError, match="contradict"):
+        instantiate(both.method)(loaded=loaded)
 
 
 class CountingCalls:

@@ -97,6 +97,7 @@ def test_resumed_run_ends_with_the_same_adapter(tmp_path):
         "training.checkpoint_every=1",
         "training.optim.lr=5e-3",
         "trainer.max_epochs=1",
+        "logger=csv",
     ]
     straight = train(tiny_training_cfg(tmp_path / "straight", *overrides))
     assert straight["steps"] == 6
@@ -113,6 +114,23 @@ def test_resumed_run_ends_with_the_same_adapter(tmp_path):
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6), key
     assert not torch.allclose(a["layers.0.B_o"], torch.zeros_like(a["layers.0.B_o"]))
+
+    # one record per step in both logs, equal to the uninterrupted run's (issue "Nothing lost")
+    def jsonl(run):
+        return [
+            (r["step"], round(r["train/loss"], 5))
+            for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())
+        ]
+
+    def csv_rows(run):
+        import csv
+
+        with (run / "csv" / "metrics.csv").open() as handle:
+            return [(r["step"], r["train/loss"][:7]) for r in csv.DictReader(handle) if r.get("train/loss")]
+
+    assert jsonl(crashed_dir) == jsonl(tmp_path / "straight") and [s for s, _ in jsonl(crashed_dir)] == list(range(7))
+    assert csv_rows(crashed_dir) == csv_rows(tmp_path / "straight") and len(csv_rows(crashed_dir)) >= 6
+    assert resumed["loss_mean_last_50_logged"] == pytest.approx(straight["loss_mean_last_50_logged"], abs=1e-5)
     checkpoint = torch.load(crashed_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert all(k.startswith("model.") and "delta_mem" in k for k in checkpoint["state_dict"])  # adapter only
 

@@ -29,26 +29,8 @@ from .backbones import BackboneSpec, LoadedBackbone, load_backbone
 from .episodes import EpisodeBuilder
 from .guards import NonFiniteGuard
 from .lightning import DeltaMemLightning, EpisodeDataModule, OptimConfig, fsdp_root
+from .run_logs import MetricsJsonl
 from .throughput import ThroughputRecorder
-
-
-class MetricsJsonl(L.Callback):
-    """Appends the logged training metrics as one JSON line per optimiser step, every
-    `trainer.log_every_n_steps` steps (reading metrics synchronises with the device)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self._last_step = -1
-
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
-        step = trainer.global_step
-        if not trainer.is_global_zero or step == self._last_step or step % max(1, trainer.log_every_n_steps):
-            return
-        self._last_step = step
-        row = {"step": step, "epoch": trainer.current_epoch, "time": time.time()}
-        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
-        with self.path.open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
 
 
 def recent_mean(path: Path, key: str, rows: int) -> float:

@@ -1,0 +1,108 @@
+"""Training logs that continue across a resume instead of restarting or repeating.
+
+A run killed after checkpoint k and resumed redoes the steps after k. Both logs keep one record per
+optimiser step: the rows the killed process wrote after the checkpoint are dropped when the resumed
+process writes its first row.
+
+* `MetricsJsonl` — `metrics.jsonl`, one JSON line per logged optimiser step (every
+  `trainer.log_every_n_steps`; reading metrics synchronises with the device).
+* `ContinuingCSVLogger` — Lightning's CSVLogger, whose writer deletes an existing `metrics.csv`;
+  this one keeps the file and, on its first write, drops the rows at or after the first new step.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import CSVLogger
+
+
+def keep_rows_before(path: Path, step: int) -> None:
+    """Rewrite a metrics JSONL file without the rows whose step is ≥ `step` (atomic)."""
+    if not path.is_file():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [line for line in lines if json.loads(line).get("step", -1) < step]
+    if len(kept) != len(lines):
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(line + "\n" for line in kept))
+        tmp.replace(path)
+
+
+class MetricsJsonl(L.Callback):
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._last_step = -1
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        """A resumed run (global step k > 0) has logged step k already; later rows will be redone."""
+        if trainer.global_step > 0 and trainer.is_global_zero:
+            keep_rows_before(self.path, trainer.global_step + 1)
+            self._last_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if not trainer.is_global_zero or step == self._last_step or step % max(1, trainer.log_every_n_steps):
+            return
+        self._last_step = step
+        row = {"step": step, "epoch": trainer.current_epoch, "time": time.time()}
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+class ContinuingCSVLogger(CSVLogger):
+    """CSVLogger that continues `metrics.csv` across a resume (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._kept: tuple[list[str], list[dict[str, str]]] | None = None
+        self._trimmed = False
+
+    @property
+    def experiment(self) -> Any:
+        if self._experiment is None:
+            path = Path(self.log_dir) / "metrics.csv"
+            if path.is_file():  # read before the writer's constructor deletes it
+                with path.open(newline="") as handle:
+                    reader = csv.DictReader(handle)
+                    self._kept = (list(reader.fieldnames or []), list(reader))
+            writer = super().experiment
+            if self._kept is not None:
+                header, rows = self._kept
+                with path.open("w", newline="") as handle:
+                    out = csv.DictWriter(handle, fieldnames=header)
+                    out.writeheader()
+                    out.writerows(rows)
+                writer.metrics_keys = list(header)
+            return writer
+        return self._experiment
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        if not self._trimmed and step is not None:
+            self._trimmed = True
+            self._drop_from(step)
+        super().log_metrics(metrics, step)
+
+    def _drop_from(self, step: int) -> None:
+        writer = self.experiment
+        path = Path(writer.metrics_file_path)
+        if not path.is_file():
+            return
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            header, rows = list(reader.fieldnames or []), list(reader)
+        kept = [r for r in rows if not r.get("step") or int(float(r["step"])) < step]
+        if len(kept) != len(rows):
+            with path.open("w", newline="") as handle:
+                out = csv.DictWriter(handle, fieldnames=header)
+                out.writeheader()
+                out.writerows(kept)
+
+
+__all__ = ["ContinuingCSVLogger", "MetricsJsonl", "keep_rows_before"]
