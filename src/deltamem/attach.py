@@ -221,7 +221,15 @@ class DeltaMemModel(nn.Module):
     ) -> None:
         """Write a history into the state in chunks of at most `chunk_size` tokens, the state carried
         from chunk to chunk (memory beyond the context window). No KV cache is kept: each chunk is
-        its own forward call starting at position 0. Gradients flow if enabled by the caller."""
+        its own forward call starting at position 0. Gradients flow if enabled by the caller.
+        A row's state is that of writing its own (mask = 1) tokens alone: padding anywhere is moved
+        behind them first."""
+        if attention_mask is not None and not right_padded(attention_mask):
+            # each row's own tokens first (stable order), so its chunks start at its first token and
+            # its state equals writing it alone, whatever padding its batch partners need
+            order = torch.argsort((attention_mask == 0).to(torch.int8), dim=1, stable=True)  # (B, T)
+            input_ids, attention_mask = input_ids.gather(1, order), attention_mask.gather(1, order)
+            segment_ids = None if segment_ids is None else segment_ids.gather(1, order)
         T = input_ids.shape[1]
         step = T if chunk_size is None else chunk_size
         decoder = self.base_model.get_decoder()
