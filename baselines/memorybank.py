@@ -62,6 +62,7 @@ import torch
 from torch import Tensor
 
 from baselines.bm25_rag import chunk_history, labelled, parse_locomo_session, render_message, with_block
+from deltamem.errors import UserError
 from evals.chat_method import ChatModelMethod
 from evals.methods import Answer, History, Query
 from evals.types import Generation
@@ -188,7 +189,7 @@ class Encoder(Protocol):
         ...
 
 
-class EncoderUnavailableError(RuntimeError):
+class EncoderUnavailableError(UserError, RuntimeError):
     """The sentence encoder could not be found at its path, on the hub, or in the offline package."""
 
 
@@ -219,14 +220,14 @@ class SentenceEncoder:
             return self
         from transformers import AutoModel, AutoTokenizer
 
-        from deltamem.backbones import _hub_reachable
+        from deltamem.backbones import hub_reachable
 
         folder = Path(self.source)
         where, kwargs, error = None, {}, None
         if folder.exists():
             where, self.loaded_from = str(folder), f"path:{folder}"
         else:
-            kwargs = {} if _hub_reachable() else {"local_files_only": True}
+            kwargs = {} if hub_reachable() else {"local_files_only": True}
             try:
                 self.tokenizer = AutoTokenizer.from_pretrained(self.source, **kwargs)
                 self.model = AutoModel.from_pretrained(self.source, **kwargs)

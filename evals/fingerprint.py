@@ -24,12 +24,14 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from deltamem.errors import UserError
+
 FILE = "fingerprint.json"
 # keys (by their last path component) that change how fast a run goes, not what it predicts
 EXECUTION_KEYS = frozenset({"batch_size", "prefill_chunk", "device", "conditions", "progress", "num_workers"})
 
 
-class RunMismatchError(RuntimeError):
+class RunMismatchError(UserError, RuntimeError):
     """The run directory holds a run with another fingerprint."""
 
 

@@ -10,14 +10,15 @@ appear in plain text: nothing here prints or stores question text outside memory
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
+import io
 import itertools
 import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from evals.data_files import read_text
 from evals.types import BenchmarkDataError, Context, Generation, Item
 
 LETTERS = "ABCD"
@@ -90,14 +91,9 @@ def extract_letter(text: str) -> str | None:
     return _extract(text)
 
 
-def _open_text(path: Path):
-    if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
-
-
 def _read_csv(path: Path) -> list[dict[str, str]]:
-    with _open_text(path) as handle:
+    text = read_text(path)  # an empty or broken .gz is named as such, not as missing columns
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [column for column in REQUIRED_COLUMNS if column not in (reader.fieldnames or [])]
         if missing:

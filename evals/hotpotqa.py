@@ -12,10 +12,10 @@ question (its passages). Protocols differ only in the metric:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from evals.data_files import looks_like_a_path, missing_file, read_json
 from evals.text_metrics import exact_match, first_nonempty_line, normalize_answer, token_prf, weighted_means
 from evals.types import BenchmarkDataError, Context, Generation, Item
 
@@ -61,13 +61,11 @@ class HotpotQA:
     def _records(self) -> list[dict[str, Any]]:
         path = Path(self.source)
         if path.exists():
-            with path.open(encoding="utf-8") as handle:
-                if path.suffix == ".jsonl":
-                    data: Any = [json.loads(line) for line in handle if line.strip()]
-                else:
-                    data = json.load(handle)
+            data: Any = read_json(path)
             if not isinstance(data, list):
                 raise BenchmarkDataError(f"{self.source}: expected a JSON list of questions, got {type(data).__name__}")
+        elif looks_like_a_path(self.source):
+            raise missing_file(self.source, "HotpotQA")
         else:  # a hub id
             import datasets
 

@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
+from evals.data_files import looks_like_a_path, missing_file, read_json
 from evals.nltk_data import ensure_punkt_tab
 from evals.types import BenchmarkDataError, Context, Generation, Item
 
@@ -141,16 +141,12 @@ class IFEval:
     def _records(self) -> tuple[str, list[Any]]:
         path = Path(self.source).expanduser()
         if path.exists():
-            with path.open(encoding="utf-8") as handle:
-                if path.suffix == ".jsonl":
-                    records = [json.loads(line) for line in handle if line.strip()]
-                else:
-                    records = json.load(handle)
+            records = read_json(path)
             if not isinstance(records, list):
                 raise BenchmarkDataError(f"{path}: expected a JSON list of prompts, got {type(records).__name__}")
             return str(path), records
-        if path.suffix in (".jsonl", ".json"):
-            raise FileNotFoundError(f"IFEval data file {path} not found")
+        if looks_like_a_path(self.source):
+            raise missing_file(self.source, "IFEval")
         import datasets  # only for hub ids; tests never get here
 
         try:

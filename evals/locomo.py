@@ -9,12 +9,12 @@ One context per conversation (sample); its questions point at it. Protocols:
 
 from __future__ import annotations
 
-import json
 import random
 import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from evals.data_files import looks_like_a_path, missing_file, read_json
 from evals.text_metrics import first_nonempty_line, locomo_f1, weighted_means
 from evals.types import BenchmarkDataError, Context, Generation, Item
 
@@ -73,8 +73,9 @@ class LoCoMo:
     def _records(self) -> list[dict[str, Any]]:
         path = Path(self.source)
         if path.exists():
-            with path.open(encoding="utf-8") as handle:
-                data = json.load(handle)
+            data = read_json(path)
+        elif looks_like_a_path(self.source):
+            raise missing_file(self.source, "LoCoMo")
         else:  # a hub id
             import datasets
 

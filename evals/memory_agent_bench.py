@@ -9,12 +9,12 @@ recsys_redial). Aggregates are question-weighted means, reported in percent.
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
+from evals.data_files import load_hub_dataset, read_json
 from evals.text_metrics import normalize_answer, token_prf
 from evals.types import BenchmarkDataError, Context, Generation, Item
 
@@ -179,19 +179,15 @@ class MemoryAgentBench:
     def _rows(self) -> tuple[str, dict[str, list[Any]]]:
         path = Path(self.source).expanduser()
         if path.exists():
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as error:
-                raise BenchmarkDataError(f"{path}: not valid JSON ({error})") from error
+            data = read_json(path)
             if not isinstance(data, dict):
                 raise BenchmarkDataError(f"{path}: expected an object {{split name: [rows]}}")
             for split in self.splits:
                 if not isinstance(data.get(split), list):
                     raise BenchmarkDataError(f"{path}: split {split!r} is missing or not a list of rows")
             return str(path), {split: data[split] for split in self.splits}
-        import datasets  # only for hub ids; tests never get here
-
-        return self.source, {s: [dict(r) for r in datasets.load_dataset(self.source, split=s)] for s in self.splits}
+        rows = {s: [dict(r) for r in load_hub_dataset(self.source, "MemoryAgentBench", split=s)] for s in self.splits}
+        return self.source, rows
 
     def load(self) -> tuple[list[Context], list[Item]]:
         """One Context per row (id "split:row"), one Item per question (category = split)."""

@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
+from deltamem.errors import UserError
 from evals.methods import (
     ALL_CONDITIONS,
     MEMORY_CONDITIONS,
@@ -63,7 +64,7 @@ class Shard:
         return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)))
 
 
-class NoCommonConditionError(ValueError):
+class NoCommonConditionError(UserError, ValueError):
     """The method supports none of the conditions asked for."""
 
 

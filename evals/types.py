@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
+from deltamem.errors import UserError
 
-class BenchmarkDataError(ValueError):
+
+class BenchmarkDataError(UserError, ValueError):
     """A data file that does not match the benchmark's upstream schema (file, record, field named)."""
 
 

@@ -220,7 +220,7 @@ def test_revision_reaches_model_and_tokenizer(monkeypatch):
     import transformers
 
     seen = []
-    monkeypatch.setattr(backbones, "_hub_reachable", lambda: True)
+    monkeypatch.setattr(backbones, "hub_reachable", lambda: True)
     monkeypatch.setattr(backbones, "_from_pretrained", lambda src, spec, **kw: seen.append(kw) or tiny_model())
     monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", lambda src, **kw: seen.append(kw) or None)
     spec = BackboneSpec(name="q", hub_id="Qwen/X", revision="abc123", dtype="float32", device="cpu")

@@ -341,6 +341,7 @@ def test_mab_missing_split_and_hub(tmp_path, monkeypatch):
         return data.get(split, data["Accurate_Retrieval"])
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=fake_load_dataset))
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")  # the datasets cache: no reachability check
     contexts, items = MemoryAgentBench(source="ai-hyz/MemoryAgentBench", splits=["Conflict_Resolution"]).load()
     assert calls == [("ai-hyz/MemoryAgentBench", "Conflict_Resolution")] and len(items) == 2
     with pytest.raises(ValueError):

@@ -160,7 +160,7 @@ def test_prompt_generation_and_aggregate(bench: IFEval) -> None:
 
 
 def test_schema_errors(tmp_path: Path, punkt_root: Path) -> None:
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(BenchmarkDataError, match="IFEval data file not found"):
         IFEval(str(tmp_path / "missing.jsonl"), nltk_data=punkt_root).load()
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"key": 1, "prompt": "Hi", "instruction_id_list": ["punctuation:no_comma"]}) + "\n")

@@ -53,7 +53,7 @@ def online(monkeypatch: pytest.MonkeyPatch) -> list[tuple[tuple, dict]]:
     as a real `datasets.Dataset` (no network). Returns the recorded (args, kwargs) calls."""
     calls: list[tuple[tuple, dict]] = []
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setattr(backbones, "_hub_reachable", lambda timeout=3.0: True)
+    monkeypatch.setattr(backbones, "hub_reachable", lambda timeout=3.0: True)
 
     def fake(*args, **kwargs):
         calls.append((args, kwargs))
@@ -157,7 +157,7 @@ def _never(*args, **kwargs):
 def test_offline_fails_fast_naming_the_hub_id(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(datasets, "load_dataset", _never)
-    monkeypatch.setattr(backbones, "_hub_reachable", _never)  # offline: not even a TCP connect
+    monkeypatch.setattr(backbones, "hub_reachable", _never)  # offline: not even a TCP connect
     with pytest.raises(HubUnavailableError) as info:
         len(instantiate(compose_cfg("train_data=qasper").train_data))
     assert str(info.value) == (
@@ -175,7 +175,7 @@ def test_offline_fails_fast_naming_the_hub_id(monkeypatch: pytest.MonkeyPatch) -
 def test_unreachable_hub_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(datasets, "load_dataset", _never)
-    monkeypatch.setattr(backbones, "_hub_reachable", lambda timeout=3.0: False)
+    monkeypatch.setattr(backbones, "hub_reachable", lambda timeout=3.0: False)
     start = time.perf_counter()
     with pytest.raises(HubUnavailableError) as info:
         len(HubChats(hub_id=HUB_ID))

@@ -24,13 +24,40 @@ from torch import Tensor
 
 from .attach import DeltaMemModel
 from .config import ConfigError, DeltaMemConfig
+from .errors import UserError
 
 OUR_CONFIG, OUR_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 RELEASE_CONFIG, RELEASE_WEIGHTS = "delta_mem_config.json", "delta_mem_adapter.pt"
 FORMAT_NAME, FORMAT_VERSION = "deltamem-adapter", 1
 
 
-class AdapterMismatchError(ValueError):
+class AdapterFileError(UserError, ValueError):
+    """An adapter file is unreadable (cut, corrupted) or refused (a pickle with code in it)."""
+
+
+def _read_safetensors(path: str) -> dict[str, Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except Exception as error:  # SafetensorError (header or body cut), OSError
+        raise AdapterFileError(f"{path}: not a readable safetensors file ({type(error).__name__}: {error})") from error
+
+
+def _read_release_pt(path: Path) -> Any:
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # weights_only refused a global: the file would run code
+        raise AdapterFileError(
+            f"{path}: refused, the pickle holds executable code (only plain tensors are loaded)"
+        ) from error
+    except (RuntimeError, EOFError, OSError) as error:
+        raise AdapterFileError(f"{path}: not a readable torch file ({type(error).__name__}: {error})") from error
+
+
+class AdapterMismatchError(UserError, ValueError):
     """An adapter file does not fit the model it is loaded into."""
 
 
@@ -132,8 +159,6 @@ def read_adapter_config(folder: str | Path) -> DeltaMemConfig:
 
 def load_adapter(model: DeltaMemModel, folder: str | Path) -> None:
     """Load an adapter folder of either format into an attached model (format auto-detected)."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
     if (folder / RELEASE_WEIGHTS).is_file() and not (folder / OUR_WEIGHTS).is_file():
         load_release_adapter(model, folder)
@@ -141,7 +166,7 @@ def load_adapter(model: DeltaMemModel, folder: str | Path) -> None:
     source = str(folder / OUR_WEIGHTS)
     meta = json.loads((folder / OUR_CONFIG).read_text())
     stored = read_adapter_config(folder)
-    _check_and_copy(model, load_file(source), source, stored, str(folder / OUR_CONFIG), meta.get("backbone"))
+    _check_and_copy(model, _read_safetensors(source), source, stored, str(folder / OUR_CONFIG), meta.get("backbone"))
 
 
 # ---------------------------------------------------------------------- the release's format
@@ -264,7 +289,7 @@ def load_release_adapter(model: DeltaMemModel, folder: str | Path) -> None:
     folder = Path(folder)
     config_path, weights_path = folder / RELEASE_CONFIG, folder / RELEASE_WEIGHTS
     stored = release_config_to_ours(json.loads(config_path.read_text()))
-    raw = torch.load(weights_path, map_location="cpu", weights_only=True)
+    raw = _read_release_pt(weights_path)
     if not isinstance(raw, dict):
         raise AdapterMismatchError(f"{weights_path}: expected a dict of tensors, got {type(raw).__name__}")
     D = model.memory_config.memory_dim

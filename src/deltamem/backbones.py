@@ -27,13 +27,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from .errors import UserError
 from .gguf_parts import GGUFParts, GGUFPartsError, MissingPartsError, assemble, verify_file
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _SOURCES = ("auto", "path", "hub", "gguf_parts", "gguf_package")
 
 
-class BackboneUnavailableError(RuntimeError):
+class BackboneUnavailableError(UserError, RuntimeError):
     """The backbone's weights or tokenizer could not be found from any configured source."""
 
 
@@ -132,7 +133,7 @@ def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(timeout: float = 3.0) -> bool:
     """One TCP connect to the hub: avoids minutes of HTTP retries on machines with no network."""
     if _hub_offline():
         return False
@@ -219,7 +220,7 @@ def load_model(spec: BackboneSpec) -> tuple[nn.Module, str]:
         if not spec.hub_id:
             raise ValueError(f"backbone {spec.name}: no hub_id, path or random_init given")
         try:  # unreachable hub: only the local HF cache is tried, and only if it holds the model
-            reachable = _hub_reachable()
+            reachable = hub_reachable()
             if not reachable and not _in_hf_cache(spec.hub_id, spec.revision):
                 raise OSError(f"{spec.hub_id} is not in the local Hugging Face cache and the hub is unreachable")
             extra = {**_revision_kwargs(spec), **({} if reachable else {"local_files_only": True})}

@@ -11,6 +11,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .errors import UserError
+
 WriteStrategy = Literal["tsw", "ssw", "msw"]
 SegmentUnit = Literal["message", "sentence"]
 BInit = Literal["base_slice", "zero"]
@@ -19,7 +21,7 @@ Target = Literal["q", "k", "v", "o"]
 VALID_TARGETS: tuple[str, ...] = ("q", "k", "v", "o")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A memory configuration that cannot describe a valid δ-mem module."""
 
 

@@ -26,12 +26,14 @@ import torch
 from jinja2 import TemplateError
 from torch import Tensor
 
+from .errors import UserError
+
 IGNORE_INDEX = -100
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 MERGE_MODES = ("auto", "always", "never")  # join consecutive same-role history messages?
 
 
-class EpisodeError(ValueError):
+class EpisodeError(UserError, ValueError):
     """A chat that cannot become an episode (one line naming the problem)."""
 
 

@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+from .errors import UserError
+
 _BLOCK = 8 << 20  # bytes per streamed read
 
 
-class GGUFPartsError(RuntimeError):
+class GGUFPartsError(UserError, RuntimeError):
     """The chunk packages are missing, or what they assemble to is not the expected file."""
 
 

@@ -24,10 +24,12 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from .errors import UserError
+
 POLICIES = ("error", "skip", "off")
 
 
-class NonFiniteGradientError(FloatingPointError):
+class NonFiniteGradientError(UserError, FloatingPointError):
     """A micro-batch made the memory's gradients non-finite (training.nonfinite=error)."""
 
 

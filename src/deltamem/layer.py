@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import DeltaMemConfig
+from .errors import UserError
 from .kernels.activate import activate_fused, activate_reference, fused_activate_available
 from .scan import delta_scan, read_only
 
@@ -40,7 +41,7 @@ def decode_kernel_available() -> bool:
     return triton_available()
 
 
-class MissingSegmentsError(ValueError):
+class MissingSegmentsError(UserError, ValueError):
     """SSW was asked to write without segment ids (the release silently fell back to TSW)."""
 
 

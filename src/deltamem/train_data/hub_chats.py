@@ -19,10 +19,11 @@ from typing import Any
 
 from deltamem import backbones
 
+from ..errors import UserError
 from .jsonl import chat_episode, copy_episode, read_jsonl
 
 
-class HubUnavailableError(RuntimeError):
+class HubUnavailableError(UserError, RuntimeError):
     """The hub cannot be asked (offline or unreachable), or it could not serve the dataset."""
 
 
@@ -30,7 +31,7 @@ def hub_unavailable_reason() -> str | None:
     """Why the hub cannot be asked now (HF_HUB_OFFLINE, or one failed TCP connect), or None."""
     if backbones._hub_offline():
         return "HF_HUB_OFFLINE=1 is set"
-    if not backbones._hub_reachable():
+    if not backbones.hub_reachable():
         return "the hub cannot be reached (a TCP connect to it failed)"
     return None
 
