@@ -114,7 +114,7 @@ def compare(
     seed: int = 0,
     ci: float = 0.95,
 ) -> list[dict[str, Any]]:
-    """`python src/run.py ~experiment task=compare` with `task.comparisons` (conf/task/compare.yaml) →
+    """`python src/run.py task=compare` with `task.comparisons` (conf/task/compare.yaml) →
     a Markdown table of paired Δ with cluster-bootstrap CIs, and `<out>.md/.csv/.json`."""
     from evals.paired import compare_runs, comparison_tables
 
@@ -160,7 +160,7 @@ def plot(
     seed: int = 0,
     ci: float = 0.95,
 ) -> list[dict[str, Any]]:
-    """`python src/run.py ~experiment task=plot` with `task.bars` (conf/task/plot.yaml) → the
+    """`python src/run.py task=plot` with `task.bars` (conf/task/plot.yaml) → the
     no-context recovery figure `<out>.png/.svg` and its bar values `<out>.json`."""
     from evals.figures import bar_stats, plot_recovery
 

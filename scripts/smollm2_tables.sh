@@ -7,7 +7,7 @@
 # GPU: several SmolLM2 processes time-slicing one GPU each ran far slower than alone), run after the
 # other. A run killed part-way (time limit, crash) picks up where it stopped when the script is run
 # again: finished predictions stay in OUT/<run>/predictions*.jsonl. Rebuild the tables with
-#   python src/run.py ~experiment task=table 'task.runs=[OUT/<run>,...]' task.out=results/tables
+#   python src/run.py task=table 'task.runs=[OUT/<run>,...]' task.out=results/tables
 #
 # ONLY="locomo_bm25 locomo_memgen ..." runs just the named runs (to split the list over GPUs by hand:
 # CUDA_VISIBLE_DEVICES=1 ONLY=... GPUS=1 bash scripts/smollm2_tables.sh locomo OUT, one such line per GPU).
@@ -34,9 +34,9 @@ BATCH=${BATCH:-128}  # rows decoded together: SmolLM2 decoding is bound by the h
 mkdir -p "$OUT"
 
 EVAL="task=eval backbone.device=$DEVICE task.progress=false method.batch_size=$BATCH task.questions_per_call=$((2 * BATCH))"
-LOCOMO="~experiment backbone=smollm2_135m benchmark=locomo benchmark.loader.include_adversarial=true"
-HOTPOT="~experiment backbone=smollm2_135m benchmark=hotpotqa"
-IFEVAL="~experiment backbone=smollm2_135m benchmark=ifeval"
+LOCOMO="backbone=smollm2_135m benchmark=locomo benchmark.loader.include_adversarial=true"
+HOTPOT="backbone=smollm2_135m benchmark=hotpotqa"
+IFEVAL="backbone=smollm2_135m benchmark=ifeval"
 SYNTH="experiment=quickstart benchmark=synthetic"
 MEMGEN_FIT="method.fit_steps=300"
 

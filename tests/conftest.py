@@ -69,6 +69,18 @@ TINY_ARCHITECTURES = {
 }
 
 
+def compose_config(*overrides: str):
+    """The composed config with no experiment and no task settings beyond the overrides: without
+    `task=...` among them, `task=attach` (the default task, quickstart, brings its own settings);
+    `~experiment` in the overrides is accepted and dropped (the default experiment is none)."""
+    from hydra import compose, initialize_config_dir
+
+    overrides = tuple(o for o in overrides if o != "~experiment")
+    task = [] if any(o.startswith(("task=", "experiment=")) for o in overrides) else ["task=attach"]
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=[*task, *overrides])
+
+
 def tiny_spec(family: str = "qwen3", seed: int = 0, **overrides) -> BackboneSpec:
     arch = {**TINY_ARCHITECTURES[family], **overrides}
     return BackboneSpec(

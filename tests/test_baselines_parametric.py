@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from baselines.context2lora import Context2LoRA, EpisodeLoRA, history_token_ids, lm_loss
@@ -20,7 +19,7 @@ from evals.runner import EvalRunner
 from evals.synthetic import SyntheticBenchmark
 from evals.types import Generation
 
-from conftest import REPO_ROOT
+from conftest import compose_config
 
 SYSTEM = {"role": "system", "content": "You are a helpful assistant with a memory of earlier conversations."}
 HISTORY = History(
@@ -36,8 +35,7 @@ QUESTIONS = ["Where does Alice live now?", "What is Bob's job now, and where doe
 
 
 def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=["~experiment", *overrides])
+    return compose_config(*overrides)
 
 
 @pytest.fixture(scope="module", autouse=True)

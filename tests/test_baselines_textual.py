@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from baselines.bm25_rag import (
@@ -31,13 +30,14 @@ from evals.runner import EvalRunner
 from evals.synthetic import SyntheticBenchmark
 from evals.types import Generation
 
+from conftest import compose_config
+
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 PLANTED = "Zephyrine keeps a pet axolotl named Bubbles in her kitchen."
 
 
 def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=["~experiment", *overrides])
+    return compose_config(*overrides)
 
 
 @pytest.fixture(scope="module")

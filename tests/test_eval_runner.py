@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from deltamem.backbones import load_backbone
@@ -20,13 +19,14 @@ from evals.synthetic import SyntheticBenchmark
 from evals.tables import build_tables
 from evals.types import Generation
 
+from conftest import compose_config
+
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 SAMPLED = dict(do_sample=True, temperature=0.8, top_k=20, top_p=0.9)
 
 
 def compose_cfg(*overrides: str):
-    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose("config", overrides=["~experiment", *overrides])
+    return compose_config(*overrides)
 
 
 def sharp_backbone():

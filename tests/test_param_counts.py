@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from deltamem import attach_memory
 from deltamem.backbones import build_random
 
-from conftest import REPO_ROOT
+from conftest import compose_config
 
 
 def compose_cfg(*overrides: str):
     """The composed config; without `experiment=...` among the overrides, no experiment (not the
     quickstart default) is applied."""
-    extra = [] if any(o.startswith("experiment=") for o in overrides) else ["~experiment"]
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=[*overrides, *extra])
+    return compose_config(*overrides)
 
 
 @pytest.mark.parametrize(

@@ -61,3 +61,33 @@ def test_unknown_backbone_is_named(tmp_path):
     assert result.returncode != 0
     assert "Could not find 'backbone/qwen9_99b'" in result.stderr
     assert "qwen3_4b" in result.stderr  # the available options are listed
+
+
+def readme_commands() -> list[list[str]]:
+    """The overrides of every `src/run.py` command in the README's Commands block."""
+    import shlex
+
+    text = (REPO_ROOT / "README.md").read_text()
+    block = text.split("## Commands", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = []
+    for line in block.splitlines():
+        if "src/run.py" not in line:
+            continue
+        words = shlex.split(line.split(" #")[0].split("src/run.py", 1)[1])
+        commands.append([w for w in words if w != "-m"])
+    return commands
+
+
+def test_every_readme_command_composes_as_written_and_eval_gets_no_quickstart_settings():
+    from conftest import compose_config
+
+    commands = readme_commands()
+    assert len(commands) >= 15 and [] in commands  # `python src/run.py` itself
+    for overrides in commands:
+        sweep_free = [o.split(",")[0] if "=" in o and "[" not in o else o for o in overrides]  # -m: first value
+        cfg = compose_config(*sweep_free, "task=quickstart") if not overrides else compose_config(*sweep_free)
+        if "task=eval" in overrides:
+            assert cfg.get("experiment_name") is None and "sessions" not in cfg.benchmark.loader, overrides
+            assert cfg.backbone.name == next((o.split("=")[1] for o in overrides if o.startswith("backbone=")), "tiny")
+    default = compose_config("task=quickstart")
+    assert default.experiment_name == "quickstart" and default.backbone.name == "smollm2_135m"
