@@ -11,7 +11,12 @@ Steps:
   `train_result.json` is there; a stopped run resumes from its checkpoint);
 * `eval RUN BENCH [override ...]` — RUN `frozen` is the frozen backbone (`method=vanilla`), any
   other RUN is δ-mem with `$RUNS/RUN/adapter`; BENCH is a key of `BENCHES` (its conditions and batch
-  sizes below); into `$RUNS/RUN/eval_BENCH` (resumable: rerunning continues).
+  sizes below); into `$RUNS/RUN/eval_BENCH` (resumable: rerunning continues);
+* `retrain RUN SUFFIX [override ...]` — RUN's training overrides plus these (e.g. `seed=1`), into
+  `$RUNS/RUN_SUFFIX`.
+RUN may be `best:A,B,C`: the arm the pre-registered rule selects from their dev results (highest
+D = memory_only − memory_only_wrong_history F1 on `episode_qa`; within 1 point, the highest
+memory_only), recorded in `$RUNS/selected.json`. A lane whose step cannot resolve yet stops there.
 Every step gets the time left before the budget runs out (then it is stopped, and its run folder
 resumes next time). At the end, the small files of every run (results, score vectors,
 predictions, metrics, configs; no adapters or checkpoints) go into `$OUT/runs.tgz`, and a summary
@@ -35,8 +40,10 @@ RUNS = Path(os.environ.get("RUNS", "/root/runs"))
 LOGS = Path(os.environ.get("LOGS", "/root/logs"))
 BACKBONE = os.environ.get("BACKBONE_PATH", "/root/qwen05_hf")
 EXPERIMENT = os.environ.get("EXPERIMENT", "replication_qwen05")
-KEEP = ("results.json", "scores.jsonl", "predictions.jsonl", "train_result.json", "metrics.jsonl", "config.yaml",
-        "run_info.json", "throughput.json", "nonfinite.jsonl")
+KEEP = (
+    "selected.json", "overrides.yaml", "results.json", "scores.jsonl", "predictions.jsonl", "train_result.json",
+    "metrics.jsonl", "config.yaml", "run_info.json", "throughput.json", "nonfinite.jsonl", "fingerprint.json",
+)
 
 # benchmark key → (benchmark config, frozen conditions, δ-mem conditions, overrides)
 BENCHES: dict[str, tuple[str, list[str], list[str], list[str]]] = {
@@ -55,13 +62,79 @@ BENCHES: dict[str, tuple[str, list[str], list[str], list[str]]] = {
 }
 
 
-def command(step: list[str]) -> tuple[list[str], Path, Path]:
-    """(argv, run folder, done marker) of one step."""
+TIE_POINTS = 1.0  # docs/RESULTS.md pre-registration: D within 1 point is a tie, broken by memory_only
+
+
+def dev_scores(arm: str) -> tuple[float, float] | None:
+    """(D, memory_only) of an arm on the dev split, D = memory_only − memory_only_wrong_history F1."""
+    path = RUNS / arm / "eval_episode_qa" / "results.json"
+    if not path.is_file():
+        return None
+    conditions = json.loads(path.read_text())["conditions"]
+    if "memory_only" not in conditions or "memory_only_wrong_history" not in conditions:
+        return None
+    mine = conditions["memory_only"]["overall"]
+    return mine - conditions["memory_only_wrong_history"]["overall"], mine
+
+
+def select_best(arms: list[str]) -> str:
+    """The pre-registered selection among `arms`: highest dev D; within TIE_POINTS of the best D, the
+    highest dev memory_only. Arms without dev results are not candidates."""
+    scored = {arm: s for arm in arms if (s := dev_scores(arm)) is not None}
+    if not scored:
+        raise RuntimeError(f"no arm of {arms} has dev results (eval ARM episode_qa) to select from")
+    top = max(d for d, _ in scored.values())
+    return max((arm for arm, (d, _) in scored.items() if d >= top - TIE_POINTS), key=lambda a: scored[a][1])
+
+
+DEADLINE = float("inf")  # set by main: a `best:` step waits for the dev results until then
+FAILED = "FAILED"  # marker a lane leaves in an arm's folder when one of its steps fails
+
+
+def wait_for_dev(arms: list[str], poll_s: float = 10.0) -> None:
+    """Until every arm has dev results or has failed (other lanes may still be evaluating them)."""
+    while time.time() < DEADLINE - poll_s:
+        if all(dev_scores(a) is not None or (RUNS / a / FAILED).exists() for a in arms):
+            return
+        time.sleep(poll_s)
+
+
+def resolve(name: str) -> str:
+    """`best:a,b,c` → the selected arm (written to $RUNS/selected.json), `best:a,b,c+s1` → that
+    arm's `_s1` retraining; any other name as given."""
+    if not name.startswith("best:"):
+        return name
+    name, _, suffix = name.partition("+")
+    arms = name[len("best:") :].split(",")
+    wait_for_dev(arms)
+    chosen = select_best(arms)
+    record = {"arms": {a: dev_scores(a) for a in arms}, "selected": chosen, "rule": "max D, ties by memory_only"}
+    (RUNS / "selected.json").write_text(json.dumps(record, indent=1) + "\n")
+    return f"{chosen}_{suffix}" if suffix else chosen
+
+
+def training_overrides(arm: str) -> list[str]:
+    """The overrides an arm was trained with (Hydra's .hydra/overrides.yaml), minus the run folder."""
+    import yaml
+
+    saved = yaml.safe_load((RUNS / arm / ".hydra" / "overrides.yaml").read_text())
+    return [o for o in saved if not o.startswith(("hydra.run.dir=", "experiment=", "backbone.path="))]
+
+
+def command(step: list[str], resolve_names: bool = True) -> tuple[list[str], Path, Path]:
+    """(argv, run folder, done marker) of one step (`best:` names resolved unless asked not to)."""
     kind, name, *rest = step
+    if resolve_names:
+        name = resolve(name)
     base = [sys.executable, "src/run.py", f"experiment={EXPERIMENT}", f"backbone.path={BACKBONE}"]
     if kind == "train":
         run = RUNS / name
         return [*base, f"hydra.run.dir={run}", *rest], run, run / "train_result.json"
+    if kind == "retrain":  # retrain SRC SUFFIX [override ...]: SRC's overrides plus these, into SRC_SUFFIX
+        suffix, *extra = rest
+        run = RUNS / f"{name}_{suffix}"
+        inherited = training_overrides(name) if resolve_names else []
+        return [*base, f"hydra.run.dir={run}", *inherited, *extra], run, run / "train_result.json"
     if kind == "eval":
         bench, *overrides = rest
         config, frozen, memory, defaults = BENCHES[bench]
@@ -71,21 +144,25 @@ def command(step: list[str]) -> tuple[list[str], Path, Path]:
         argv = [*base, "task=eval", f"benchmark={config}", *method, f"task.conditions=[{','.join(conditions)}]",
                 *defaults, f"hydra.run.dir={run}", *overrides]
         return argv, run, run / "results.json"
-    raise ValueError(f"unknown step kind {kind!r} in {' '.join(step)} (expected train or eval)")
+    raise ValueError(f"unknown step kind {kind!r} in {' '.join(step)} (expected train, retrain or eval)")
 
 
 def run_lane(index: int, steps: list[list[str]], deadline: float, report: list[str]) -> None:
     for step in steps:
-        argv, run, done = command(step)
         label = " ".join(step)
-        if done.exists() and step[0] == "train":
+        try:
+            argv, run, done = command(step)
+        except (RuntimeError, FileNotFoundError) as error:  # e.g. no arm has dev results yet
+            report.append(f"lane {index}: {label}: not started ({error})")
+            return
+        if done.exists() and step[0] in ("train", "retrain"):
             report.append(f"lane {index}: {label}: already done")
             continue
         left = deadline - time.time()
         if left < 20:
             report.append(f"lane {index}: {label}: not started (budget spent)")
             return
-        log = LOGS / f"{'_'.join(step[:2] if step[0] == 'train' else step[:3])}.log"
+        log = LOGS / (f"eval_{run.parent.name}_{step[2]}.log" if step[0] == "eval" else f"{step[0]}_{run.name}.log")
         started = time.time()
         with log.open("a") as handle:
             handle.write(f"\n$ {shlex.join(argv)}\n")
@@ -100,6 +177,9 @@ def run_lane(index: int, steps: list[list[str]], deadline: float, report: list[s
             tail = log.read_text(errors="replace").splitlines()[-6:]
             report.extend(f"    | {line[:200]}" for line in tail)
             if code != "timeout":
+                arm = run if step[0] != "eval" else run.parent
+                arm.mkdir(parents=True, exist_ok=True)
+                (arm / FAILED).write_text(label + "\n")  # a `best:` step waiting on this arm stops waiting
                 return  # a failed step: later steps of the lane depend on it
 
 
@@ -134,11 +214,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     RUNS.mkdir(parents=True, exist_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
-    deadline = time.time() + args.budget
+    global DEADLINE
+    deadline = DEADLINE = time.time() + args.budget
     lanes = [[shlex.split(step) for step in lane.split("|") if step.strip()] for lane in args.lanes]
     for lane in lanes:
         for step in lane:
-            command(step)  # fail on a malformed step before anything starts
+            command(step, resolve_names=False)  # fail on a malformed step before anything starts
     report: list[str] = []
     threads = [threading.Thread(target=run_lane, args=(i, lane, deadline, report)) for i, lane in enumerate(lanes)]
     for thread in threads:

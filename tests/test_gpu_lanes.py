@@ -1,0 +1,68 @@
+"""scripts/gpu/lanes.py: the pre-registered dev selection (`best:`), retraining a selected arm with
+another seed, and the commands the steps become (no GPU: the steps are not run)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from conftest import REPO_ROOT
+
+
+@pytest.fixture
+def lanes(tmp_path, monkeypatch):
+    monkeypatch.setenv("RUNS", str(tmp_path / "runs"))
+    spec = importlib.util.spec_from_file_location("lanes", REPO_ROOT / "scripts" / "gpu" / "lanes.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def dev(lanes, arm: str, memory_only: float, wrong: float) -> None:
+    folder = lanes.RUNS / arm / "eval_episode_qa"
+    folder.mkdir(parents=True)
+    conditions = {"memory_only": {"overall": memory_only}, "memory_only_wrong_history": {"overall": wrong}}
+    (folder / "results.json").write_text(json.dumps({"conditions": conditions}))
+
+
+def test_selection_follows_the_preregistered_rule(lanes):
+    dev(lanes, "a", 20.0, 15.0)  # D 5.0
+    dev(lanes, "b", 30.0, 25.5)  # D 4.5: a tie with a (within 1 point), higher memory_only
+    dev(lanes, "c", 40.0, 38.0)  # D 2.0
+    assert lanes.select_best(["a", "b", "c", "missing"]) == "b"
+    assert lanes.select_best(["a", "c"]) == "a"
+    with pytest.raises(RuntimeError, match="no arm"):
+        lanes.select_best(["missing"])
+    argv, run, done = lanes.command(["eval", "best:a,b,c", "hotpotqa"])
+    assert run == lanes.RUNS / "b" / "eval_hotpotqa" and f"adapter={lanes.RUNS / 'b' / 'adapter'}" in argv
+    assert json.loads((lanes.RUNS / "selected.json").read_text())["selected"] == "b"
+
+
+def test_retrain_inherits_the_arms_overrides(lanes):
+    hydra = lanes.RUNS / "b" / ".hydra"
+    hydra.mkdir(parents=True)
+    (hydra / "overrides.yaml").write_text(
+        "- experiment=replication_qwen05\n- backbone.path=/x\n- hydra.run.dir=/r/b\n"
+        "- memory=msw\n- training.optim.lr=1e-3\n"
+    )
+    dev(lanes, "b", 30.0, 20.0)
+    argv, run, done = lanes.command(["retrain", "best:b", "s1", "seed=1"])
+    assert run == lanes.RUNS / "b_s1" and done == run / "train_result.json"
+    assert argv[-3:] == ["memory=msw", "training.optim.lr=1e-3", "seed=1"]
+    assert f"hydra.run.dir={run}" in argv and "hydra.run.dir=/r/b" not in argv
+    assert lanes.command(["retrain", "best:b", "s1"], resolve_names=False)[1] == lanes.RUNS / "best:b_s1"
+
+
+def test_best_waits_for_every_arm_or_its_failure_and_takes_a_suffix(lanes, monkeypatch):
+    dev(lanes, "a", 20.0, 10.0)
+    (lanes.RUNS / "b").mkdir(parents=True)
+    slept = []
+
+    def later(seconds):  # arm b's lane fails while `best:` waits
+        slept.append(seconds)
+        (lanes.RUNS / "b" / lanes.FAILED).write_text("train b\n")
+
+    monkeypatch.setattr(lanes.time, "sleep", later)
+    assert lanes.resolve("best:a,b+s1") == "a_s1" and len(slept) == 1
