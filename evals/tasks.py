@@ -11,6 +11,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from deltamem import kernel_choice
 from evals.fingerprint import check_or_record, eval_fields
 from evals.runner import EvalRunner, Shard, provenance
 from evals.tables import build_tables
@@ -42,6 +43,7 @@ def evaluate(
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     fingerprint = check_or_record(run_dir, eval_fields(cfg))  # before anything is loaded or appended
+    kernel_choice.configure(**(cfg.get("kernels") or {}))
     torch.manual_seed(cfg.seed)
     benchmark = instantiate(cfg.benchmark.loader)
     loaded = load_backbone(instantiate(cfg.backbone))
@@ -52,6 +54,7 @@ def evaluate(
         "decoding_note": "per-item settings from the benchmark's protocol (see predictions.jsonl `seed`)",
         "limit": limit,
         "fingerprint": fingerprint,
+        "kernels": kernel_choice.effective(),
         **provenance(),
     }
     if shard.rank == 0:

@@ -44,6 +44,7 @@ def test_a_rerun_continues_and_another_configuration_is_refused(tmp_path):
     first = evaluate(eval_cfg(run), conditions=["no_context"], progress=False)
     stored = json.loads((run / "fingerprint.json").read_text())
     assert first["fingerprint"] == stored["digest"] and len(stored["digest"]) == 16
+    assert first["kernels"]["scan_family"] == {"value": "auto", "source": "config"}  # what ran, recorded
     rows = (run / "predictions.jsonl").read_text().splitlines()
     # the same settings, one more condition and another batch size: the same run, continued
     again = evaluate(eval_cfg(run, "method.batch_size=2"), conditions=["no_context", "full_context"], progress=False)

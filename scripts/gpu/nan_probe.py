@@ -29,7 +29,6 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[2] / "src")]
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
 from deltamem import attach  # noqa: E402
-from deltamem.kernels.activate import fused_activate_available  # noqa: E402
 from deltamem.lightning import DeltaMemLightning  # noqa: E402
 from deltamem.train import build_model  # noqa: E402
 
@@ -104,7 +103,6 @@ def replay(module: DeltaMemLightning, memory: dict, batch: dict, env: dict[str, 
     for key in KNOBS:
         os.environ.pop(key, None)
     os.environ.update({k: v for k, v in env.items() if not k.startswith("_")})
-    fused_activate_available.cache_clear()
     attach.right_padded = (lambda mask: False) if env.get("_masked") else RIGHT_PADDED
     params = dict(module.model.memory_parameters())
     with torch.no_grad():

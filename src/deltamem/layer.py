@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import kernel_choice
 from .config import DeltaMemConfig
 from .errors import UserError
 from .kernels.activate import activate_fused, activate_reference, fused_activate_available
@@ -30,11 +30,15 @@ _NORM_EPS = 1e-6  # floor of the per-head L2 norm of q̃ and k̃
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-@functools.lru_cache(maxsize=1)
 def decode_kernel_available() -> bool:
-    """The fused Triton decode step can run (triton installed, CUDA present). DELTAMEM_FUSED_DECODE=0
-    turns it off (the PyTorch path is the reference)."""
-    if os.environ.get("DELTAMEM_FUSED_DECODE", "1") == "0" or not torch.cuda.is_available():
+    """The fused Triton decode step can run (triton installed, CUDA present) and is chosen
+    (`kernels.fused_decode`, or DELTAMEM_FUSED_DECODE; the PyTorch path is the reference)."""
+    return kernel_choice.enabled("fused_decode") and _decode_kernel_importable()
+
+
+@functools.lru_cache(maxsize=1)
+def _decode_kernel_importable() -> bool:
+    if not torch.cuda.is_available():
         return False
     from .kernels.decode_step import triton_available
 

@@ -32,11 +32,12 @@ Three implementations share one public function, `delta_scan`:
 from __future__ import annotations
 
 import importlib.util
-import os
 from typing import Literal
 
 import torch
 from torch import Tensor
+
+from . import kernel_choice
 
 ScanImpl = Literal["auto", "reference", "chunked", "triton", "triton_rows", "triton_chunks"]
 _TRITON_FAMILY = {"triton": None, "triton_rows": False, "triton_chunks": True}  # impl -> `parallel`
@@ -102,7 +103,7 @@ def delta_scan(
 
 def _use_triton(k: Tensor) -> bool:
     """`auto` picks the Triton kernel for fp32 CUDA tensors, unless DELTAMEM_TRITON_SCAN=0."""
-    if k.device.type != "cuda" or k.dtype != torch.float32 or os.environ.get("DELTAMEM_TRITON_SCAN") == "0":
+    if k.device.type != "cuda" or k.dtype != torch.float32 or not kernel_choice.enabled("triton_scan"):
         return False
     return importlib.util.find_spec("triton") is not None
 

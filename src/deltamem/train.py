@@ -23,6 +23,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from . import kernel_choice
 from .adapters import save_adapter, save_release_adapter
 from .attach import DeltaMemModel, attach_memory
 from .backbones import BackboneSpec, LoadedBackbone, load_backbone
@@ -85,6 +86,7 @@ def run_info(loaded: LoadedBackbone, model: DeltaMemModel) -> dict[str, Any]:
         "loaded_from": loaded.loaded_from,
         "trainable_parameters": summary.trainable,
         "frozen_parameters": summary.frozen,
+        "kernels": kernel_choice.effective(),
     }
 
 
@@ -119,6 +121,7 @@ def train(
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    kernel_choice.configure(**(cfg.get("kernels") or {}))
     if loaded is None or model is None:
         loaded, model = build_model(cfg)
     t = cfg.training

@@ -15,13 +15,13 @@ normalisation, with u = tanh(a) and n = ‖u‖: du = (dq̃ − q̃ (q̃·dq̃))
 from __future__ import annotations
 
 import functools
-import os
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from .. import kernel_choice
 from .chunk_common import triton
 
 if triton is not None:
@@ -115,12 +115,15 @@ def activate_reference(pre: Tensor, beta_bias: Tensor, eps: float) -> tuple[Tens
     return F.normalize(torch.tanh(q), dim=-1, eps=eps), F.normalize(torch.tanh(k), dim=-1, eps=eps), v, beta
 
 
-@functools.lru_cache(maxsize=1)
 def fused_activate_available() -> bool:
-    """Triton and a CUDA device are present, and DELTAMEM_FUSED_ACTIVATE is not 0."""
-    if os.environ.get("DELTAMEM_FUSED_ACTIVATE", "1") == "0" or triton is None:
-        return False
-    return torch.cuda.is_available()
+    """Triton and a CUDA device are present, and the fused gates are chosen (`kernels.fused_activate`,
+    or DELTAMEM_FUSED_ACTIVATE)."""
+    return kernel_choice.enabled("fused_activate") and _triton_on_cuda()
+
+
+@functools.lru_cache(maxsize=1)
+def _triton_on_cuda() -> bool:
+    return triton is not None and torch.cuda.is_available()
 
 
 def _launch(n_tokens: int, H: int, r: int) -> tuple[tuple[int], dict[str, int]]:

@@ -22,11 +22,10 @@ r×r tile on one warp (no tl.dot, so r pads only to a power of two).
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor
 
+from .. import kernel_choice
 from .chunk_common import _n_static, triton
 
 TWO_LEVEL_FROM = 128  # chunks; below this the two extra launches cost more than the shorter chain saves
@@ -116,9 +115,7 @@ if triton is not None:
 def use_two_levels(n_chunks: int, r: int) -> bool:
     """DELTAMEM_CHAIN_GROUPS: `auto` (default) two levels from TWO_LEVEL_FROM chunks, `1` always, `0`
     never; one pass for r > TWO_LEVEL_MAX_RANK whatever the setting."""
-    mode = os.environ.get("DELTAMEM_CHAIN_GROUPS", "auto")
-    if mode not in ("0", "1", "auto"):
-        raise ValueError(f"DELTAMEM_CHAIN_GROUPS must be 0, 1 or auto, got {mode!r}")
+    mode = kernel_choice.setting("chain")  # kernels.chain, or DELTAMEM_CHAIN_GROUPS
     if r > TWO_LEVEL_MAX_RANK:
         return False
     return mode == "1" or (mode == "auto" and n_chunks >= TWO_LEVEL_FROM)

@@ -26,12 +26,11 @@ summed over the r rows with fp32 atomics for dq and dk (rounding may differ run 
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+from .. import kernel_choice
 from .chunk_common import (  # noqa: F401 (triton, triton_available: re-exported)
     _chunk_backward,
     _chunk_forward,
@@ -261,9 +260,7 @@ def prefer_parallel(rows: int, n_chunks: int, device: torch.device) -> bool:
 
     `auto` is the default since both families passed every GPU test on an H100 (session 6) and the
     chunk-parallel one was faster in every measured row (benchmarks/RESULTS.md)."""
-    mode = os.environ.get("DELTAMEM_SCAN_PARALLEL", "auto")
-    if mode not in ("0", "1", "auto"):
-        raise ValueError(f"DELTAMEM_SCAN_PARALLEL must be 0, 1 or auto, got {mode!r}")
+    mode = kernel_choice.setting("scan_family")  # kernels.scan_family, or DELTAMEM_SCAN_PARALLEL
     if mode != "auto":
         return mode == "1"
     if device.type != "cuda":
