@@ -121,9 +121,12 @@ def check_or_record(run_dir: Path, fields: Mapping[str, Any]) -> str:
 
 
 def register_resolver() -> None:
-    """`${eval_fingerprint:}` in configs: the digest of the composed config it appears in."""
+    """`${eval_fingerprint:}` in configs: the digest of the composed config it appears in; and
+    `${join:${list}}`, a list's items joined (folder names of sweep jobs, e.g. targets=qo)."""
     if not OmegaConf.has_resolver("eval_fingerprint"):
         OmegaConf.register_new_resolver("eval_fingerprint", lambda *, _root_: digest(eval_fields(_root_)))
+    if not OmegaConf.has_resolver("join"):
+        OmegaConf.register_new_resolver("join", lambda items, sep="": sep.join(str(i) for i in items))
 
 
 __all__ = [

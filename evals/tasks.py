@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from deltamem import kernel_choice
 from evals.fingerprint import check_or_record, eval_fields
@@ -66,6 +66,33 @@ def evaluate(
         for logger_cfg in (cfg.get("logger") or {}).values():
             _log_results(logger_cfg, cfg, results, run_dir)
     return results
+
+
+def train_then_evaluate(
+    cfg: DictConfig,
+    conditions: Sequence[str] | None = None,
+    limit: int | None = None,
+    questions_per_call: int = 32,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """`task=train_eval`: train δ-mem into the run folder, then score the new adapter on `benchmark`
+    (with `method=deltamem`) into `<run>/eval`. Both halves resume: a finished training is not
+    redone, and the evaluation continues its predictions (the ablation sweeps rerun this way)."""
+    from deltamem.errors import UserError
+    from deltamem.train import train
+
+    if OmegaConf.select(cfg, "method._target_") != "evals.deltamem_method.DeltaMemMethod":
+        raise UserError("task=train_eval scores the adapter it trains: add method=deltamem")
+    trained = train(cfg)
+    run_dir = Path(cfg.paths.output_dir)
+    scored = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    with open_dict(scored):
+        scored.paths.output_dir = str(run_dir / "eval")
+        scored.adapter = trained["adapter"]
+    results = evaluate(scored, conditions, limit, questions_per_call, progress)
+    summary = {"train": trained, "eval": {c: v["overall"] for c, v in results.get("conditions", {}).items()}}
+    (run_dir / "train_eval.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
 def _log_results(logger_cfg: DictConfig, cfg: DictConfig, results: dict[str, Any], run_dir: Path) -> None:

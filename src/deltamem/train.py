@@ -24,10 +24,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from . import kernel_choice
-from .adapters import save_adapter, save_release_adapter
+from .adapters import load_adapter, save_adapter, save_release_adapter
 from .attach import DeltaMemModel, attach_memory
 from .backbones import BackboneSpec, LoadedBackbone, load_backbone
 from .episodes import EpisodeBuilder
+from .errors import UserError
 from .guards import NonFiniteGuard
 from .lightning import DeltaMemLightning, EpisodeDataModule, OptimConfig, fsdp_root
 from .run_logs import MetricsJsonl
@@ -41,6 +42,34 @@ def recent_mean(path: Path, key: str, rows: int) -> float:
         return float("nan")
     tail = [row[key] for row in map(json.loads, path.read_text().splitlines()) if key in row][-rows:]
     return sum(tail) / len(tail) if tail else float("nan")
+
+
+SAME_RUN_SECTIONS = ("backbone", "memory", "train_data", "training", "seed")
+
+
+class FinishedRunMismatchError(UserError, RuntimeError):
+    """The run folder holds a finished training run with other settings."""
+
+
+def finished_run(run_dir: Path, cfg: DictConfig) -> dict | None:
+    """The saved summary when `run_dir` holds a finished run of the same settings (None when it holds
+    no finished run, or `training.resume` is off); another finished run is refused."""
+    done, saved = run_dir / "train_result.json", run_dir / "config.yaml"
+    if not done.is_file() or not saved.is_file() or not cfg.training.get("resume", True):
+        return None
+    before = OmegaConf.load(saved)
+    for key in SAME_RUN_SECTIONS:
+        old, new = OmegaConf.select(before, key), OmegaConf.select(cfg, key)
+        old = OmegaConf.to_container(old, resolve=True) if OmegaConf.is_config(old) else old
+        new = OmegaConf.to_container(new, resolve=True) if OmegaConf.is_config(new) else new
+        if old != new:
+            raise FinishedRunMismatchError(
+                f"{run_dir} holds a finished training run with other `{key}` settings: use another folder "
+                f"(hydra.run.dir=...), or delete {done} to train again"
+            )
+    result = json.loads(done.read_text())
+    print(f"[deltamem] {run_dir}: already trained ({result.get('steps')} steps); nothing to do", file=sys.stderr)
+    return {**result, "skipped": True}
 
 
 def accumulation_steps(global_batch_size: int, per_device_batch_size: int, world_size: int) -> int:
@@ -120,6 +149,11 @@ def train(
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen backbone
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    finished = finished_run(run_dir, cfg)
+    if finished is not None:  # rerunning a finished run (a resumed sweep) does not train it again
+        if model is not None:  # the caller's model gets the trained memory, as if it had trained
+            load_adapter(model, run_dir / "adapter")
+        return finished
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     kernel_choice.configure(**(cfg.get("kernels") or {}))
     if loaded is None or model is None:

@@ -1,0 +1,70 @@
+"""conf/sweep: every study composes as a multirun with its sweeper parameters and a fixed sweep
+folder; the smallest runs as a two-job multirun on the tiny backbone (each job trains, then scores
+its adapter), and rerunning after losing a job finishes only that job."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from conftest import REPO_ROOT
+
+SWEEPS = sorted(p.stem for p in (REPO_ROOT / "conf" / "sweep").glob("*.yaml"))
+TINY = [  # a CPU-sized job: random tiny backbone, a few synthetic chats, one optimiser step
+    "train_data.num_episodes=2",
+    "training.batch_size=1",
+    "training.global_batch_size=1",
+    "training.max_write_length=64",
+    "training.max_length=32",
+    "trainer.max_steps=1",
+    "training.progress_bar=none",
+    "trainer.enable_progress_bar=false",
+    "logger=none",
+    "benchmark.loader.num_episodes=2",
+    "task.progress=false",
+    "task.conditions=[memory_only]",
+]
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_sweep_composes_with_its_parameters(sweep):
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[f"sweep={sweep}"], return_hydra_config=True)
+    assert cfg.sweep_name == sweep and cfg.hydra.sweep.dir == f"multirun/{sweep}"
+    assert cfg.hydra.sweeper.params, sweep
+    if sweep != "paper_training":
+        assert cfg.task._target_ == "evals.tasks.train_then_evaluate"
+        assert cfg.method._target_ == "evals.deltamem_method.DeltaMemMethod"
+
+
+def run_sweep(tmp_path) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    argv = [sys.executable, str(REPO_ROOT / "src" / "run.py"), "-m", "sweep=ablation_alpha", "memory.alpha=8,16",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}", *TINY]  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+
+
+def test_a_two_job_sweep_trains_scores_and_resumes_only_the_missing_job(tmp_path):
+    done = run_sweep(tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["alpha=16", "alpha=8"]
+    first, second = (tmp_path / "sweep" / job for job in jobs)
+    for job in (first, second):
+        summary = json.loads((job / "train_eval.json").read_text())
+        assert summary["train"]["steps"] == 1 and "memory_only" in summary["eval"]
+        assert json.loads((job / "eval" / "results.json").read_text())["method"].startswith("deltamem")
+    kept = (first / "train_result.json").stat().st_mtime_ns
+    import shutil
+
+    shutil.rmtree(second)  # the job a killed sweep never finished
+    again = run_sweep(tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (first / "train_result.json").stat().st_mtime_ns == kept  # not trained again
+    assert "already trained" in again.stderr
+    assert json.loads((second / "train_eval.json").read_text())["train"]["steps"] == 1
