@@ -300,6 +300,38 @@ def test_quickstart_pipeline_writes_results_and_predictions(tmp_path):
     assert summary["train"]["steps"] == 2  # 4 episodes, global batch 2
 
 
+def test_the_quickstart_is_deterministic(tmp_path, monkeypatch):
+    """Two quickstarts of one seed in one process give the same adapter and the same answers (the
+    memory's initialisation is seeded with the run, not left to whatever the RNG held after the
+    backbone loaded: a GGUF load does not reseed it, as the tiny random backbone does)."""
+    import secrets
+
+    import deltamem.train as train_module
+    from deltamem.quickstart import quickstart
+
+    real_load = train_module.load_backbone
+
+    def load_then_move_the_rng(spec):
+        loaded = real_load(spec)
+        torch.rand(1 + secrets.randbelow(64))  # an unseeded amount, as other work in the process would
+        return loaded
+
+    monkeypatch.setattr(train_module, "load_backbone", load_then_move_the_rng)
+
+    def run(folder, seed=0):
+        overrides = ["experiment=quickstart", "train_data.num_episodes=4", "evaluation.episodes=3",
+                     "evaluation.max_new_tokens=2", "evaluation.batch_size=2", f"seed={seed}"]  # fmt: skip
+        quickstart(tiny_training_cfg(tmp_path / folder, *overrides))
+        adapter = load_file(tmp_path / folder / "adapter" / "adapter_model.safetensors")
+        return adapter, (tmp_path / folder / "predictions.jsonl").read_text()
+
+    (a, pa), (b, pb) = run("one"), run("two")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert pa == pb
+    c, _ = run("seed1", seed=1)
+    assert not torch.equal(a["layers.0.in_proj"], c["layers.0.in_proj"])
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_trained_model_stays_on_the_gpu(tmp_path):
     """Lightning moves the module to the CPU when fit ends; the quickstart's evaluation after

@@ -134,6 +134,7 @@ def build_model(cfg: DictConfig) -> tuple[LoadedBackbone, DeltaMemModel]:
     loaded = load_backbone(spec)
     if loaded.tokenizer is None:
         raise ValueError(f"backbone {spec.name} has no tokenizer; training needs one (set backbone.tokenizer)")
+    torch.manual_seed(cfg.seed)  # the memory's initialisation is part of the run: seeded, so a rerun is identical
     model = attach_memory(loaded.model, instantiate(cfg.memory))
     return loaded, model
 
