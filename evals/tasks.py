@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from deltamem import kernel_choice
+from deltamem.tasks import say
 from evals.fingerprint import check_or_record, eval_fields
 from evals.runner import EvalRunner, Shard, provenance
 from evals.tables import build_tables
@@ -62,7 +63,8 @@ def evaluate(
     runner = EvalRunner(benchmark, method, chosen, run_dir, limit, questions_per_call, shard, progress, info)
     results = runner.run()
     if results:
-        print(json.dumps({c: round(v["overall"], 2) for c, v in results["conditions"].items()}))
+        say(json.dumps({c: round(v["overall"], 2) for c, v in results["conditions"].items()}))
+        say(f"results: {run_dir / 'results.json'}")
         for logger_cfg in (cfg.get("logger") or {}).values():
             _log_results(logger_cfg, cfg, results, run_dir)
     return results
@@ -121,7 +123,7 @@ def table(cfg: DictConfig, runs: Sequence[str] = (), out: str | None = None) -> 
     if not runs:
         raise ValueError("task=table needs run directories: task.runs=[outputs/...,outputs/...]")
     markdown, csv_text = build_tables([Path(r) for r in runs])
-    print(markdown)
+    say(markdown)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(f"{out}.md").write_text(markdown + "\n")
@@ -171,7 +173,7 @@ def compare(
         )
         rows.append({"name": spec["name"], **result})
     markdown, csv_text = comparison_tables(rows)
-    print(markdown)
+    say(markdown)
     target = _task_out(cfg, out, "comparisons")
     target.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{target}.md").write_text(markdown + "\n")
@@ -203,5 +205,5 @@ def plot(
     Path(f"{target}.json").write_text(json.dumps(rows, indent=2) + "\n")
     for row in rows:
         interval = f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
-        print(f"{row['benchmark']:>12} {row['label']:<32} {row['height']:6.2f}  {interval}")
+        say(f"{row['benchmark']:>12} {row['label']:<32} {row['height']:6.2f}  {interval}")
     return rows

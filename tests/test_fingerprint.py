@@ -117,5 +117,6 @@ def test_the_default_run_directory_follows_the_fingerprint(tmp_path):
     stored = json.loads((folders[0] / "fingerprint.json").read_text())
     assert folders[0].name.endswith(stored["digest"])
     assert len((folders[0] / "predictions.jsonl").read_text().splitlines()) == 2  # continued, not repeated
+    assert '{"no_context": ' in (folders[0] / "run.log").read_text()  # the summary is in the run folder too
     run("benchmark.loader.max_new_tokens=3")
     assert len(list((tmp_path / "outputs" / "eval").iterdir())) == 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from hydra.utils import instantiate
@@ -10,6 +11,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from .attach import attach_memory
 from .backbones import BackboneSpec, build_random, load_backbone
+
+
+def say(text: str) -> None:
+    """A task's summary for the person running it: through logging when Hydra has set it up (the
+    console and the run folder's `run.log`), else printed."""
+    if logging.getLogger().handlers:
+        logging.getLogger("deltamem").info(text)
+    else:
+        print(text)
 
 
 def attach_report(cfg: DictConfig, meta_device: bool = False) -> dict:
