@@ -91,3 +91,22 @@ def test_every_readme_command_composes_as_written_and_eval_gets_no_quickstart_se
             assert cfg.backbone.name == next((o.split("=")[1] for o in overrides if o.startswith("backbone=")), "tiny")
     default = compose_config("task=quickstart")
     assert default.experiment_name == "quickstart" and default.backbone.name == "smollm2_135m"
+
+
+@pytest.mark.parametrize("debug", sorted(p.stem for p in (REPO_ROOT / "conf" / "debug").glob("*.yaml")))
+@pytest.mark.parametrize("source", sorted(p.stem for p in (REPO_ROOT / "conf" / "train_data").glob("*.yaml")))
+def test_every_debug_config_fits_every_train_data_source(debug, source):
+    """Each composed train_data node's keys are all parameters of its class (no `unexpected keyword`)."""
+    import inspect
+
+    from hydra.utils import get_class
+
+    from conftest import compose_config
+
+    cfg = compose_config("task=train", f"debug={debug}", f"train_data={source}")
+    node = cfg.train_data
+    target = get_class(node._target_)
+    parameters = inspect.signature(target).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        unknown = [k for k in node if not k.startswith("_") and k not in parameters]
+        assert unknown == [], (source, unknown)
