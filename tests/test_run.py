@@ -110,3 +110,16 @@ def test_every_debug_config_fits_every_train_data_source(debug, source):
     if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         unknown = [k for k in node if not k.startswith("_") and k not in parameters]
         assert unknown == [], (source, unknown)
+
+
+def test_the_quickstart_settings_win_over_the_base_config():
+    """task=quickstart's values (a global package) are not overridden by conf/config.yaml's own: the
+    default run trains with its batch of 4, not the base's 1 × 32 accumulation."""
+    from conftest import compose_config
+
+    cfg = compose_config("task=quickstart")
+    assert (cfg.training.batch_size, cfg.training.global_batch_size) == (4, 4)
+    assert cfg.training.optim.lr == 1e-2 and cfg.training.max_write_length == 256
+    assert cfg.train_data.num_episodes == 600 and cfg.evaluation.episodes == 32
+    bare = compose_config("task=train")
+    assert (bare.training.batch_size, bare.training.global_batch_size) == (1, 32)
