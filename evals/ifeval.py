@@ -128,11 +128,14 @@ class IFEval:
         split: str = "train",
         limit: int | None = None,
         nltk_data: str | Path | None = None,
+        max_new_tokens: int | None = None,
     ) -> None:
         if protocol not in MAX_NEW_TOKENS:
             raise ValueError(f"unknown IFEval protocol {protocol!r} (expected one of {tuple(MAX_NEW_TOKENS)})")
         self.source = str(source)
         self.protocol = protocol
+        # the decoding budget: the protocol's (paper 1,500, official 1,280) unless set
+        self.max_new_tokens = MAX_NEW_TOKENS[protocol] if max_new_tokens is None else int(max_new_tokens)
         self.split = split
         self.limit = None if limit is None else int(limit)
         self.nltk_data = nltk_data
@@ -187,7 +190,7 @@ class IFEval:
 
     def generation(self, item: Item) -> Generation:
         """Greedy; 1,500 new tokens ("paper") or 1,280 ("official")."""
-        return Generation(max_new_tokens=MAX_NEW_TOKENS[self.protocol], do_sample=False)
+        return Generation(max_new_tokens=self.max_new_tokens, do_sample=False)
 
     # ----------------------------------------------------------------- scoring
     def follow(self, output: str, item: Item) -> dict[str, list[bool]]:

@@ -186,3 +186,16 @@ def test_real_file_loads_and_every_prompt_scores(data_dir: Path, punkt_root: Pat
     assert result["n"] == 541 and result["n_instructions"] == sum(len(i.meta["instruction_id_list"]) for i in items)
     assert 0.0 < result["prompt_strict"] <= result["prompt_loose"] < 100.0
     assert result["inst_strict"] <= result["inst_loose"]
+
+
+def test_every_decoding_budget_is_in_config():
+    """IFEval's and GPQA's max_new_tokens are config keys (no `+` needed) and reach the queries."""
+    from hydra.utils import instantiate
+
+    from conftest import compose_config
+
+    ifeval = compose_config("task=eval", "benchmark=ifeval", "benchmark.loader.max_new_tokens=7")
+    assert instantiate(ifeval.benchmark.loader).max_new_tokens == 7
+    assert compose_config("task=eval", "benchmark=ifeval").benchmark.loader.max_new_tokens is None
+    gpqa = compose_config("task=eval", "benchmark=gpqa", "benchmark.loader.max_new_tokens=9")
+    assert instantiate(gpqa.benchmark.loader).max_new_tokens == 9
