@@ -18,7 +18,6 @@ The adapter is ours (`adapter_config.json` + safetensors) or the public release'
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -32,6 +31,7 @@ from deltamem.state import MemoryState
 
 from .chat_method import ChatModelMethod
 from .decoding import DecoderBackend, cache_kwargs, returned_cache
+from .fingerprint import adapter_sha256
 from .methods import History
 
 PROMPT_WRITES = ("auto", "always", "never")
@@ -212,7 +212,7 @@ class DeltaMemMethod(ChatModelMethod):
 
     def cost(self) -> dict[str, Any]:
         summary = self.memory_model.parameter_summary()
-        return {"extra_trainable_params": summary.trainable, "adapter_sha256": adapter_checksum(self.adapter)}
+        return {"extra_trainable_params": summary.trainable, "adapter_sha256": adapter_sha256(self.adapter)}
 
     def encode(self, messages: Sequence[dict[str, str]]) -> tuple[list[int], list[int]]:
         """Prompt ids; under SSW, per-token message (or sentence) ids of the prompt's messages."""
@@ -241,15 +241,3 @@ def _token_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
         else:
             batches.append([k])
     return batches
-
-
-def adapter_checksum(folder: str | None) -> str | None:
-    """sha256 over the adapter folder's files (name + bytes), for results provenance."""
-    if folder is None:
-        return None
-    digest = hashlib.sha256()
-    for path in sorted(Path(folder).iterdir()):
-        if path.is_file():
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()

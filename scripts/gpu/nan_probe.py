@@ -28,7 +28,6 @@ sys.path[:0] = [str(Path(__file__).resolve().parents[2] / "src")]
 
 from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: E402
 
-from deltamem import attach  # noqa: E402
 from deltamem.lightning import DeltaMemLightning  # noqa: E402
 from deltamem.train import build_model  # noqa: E402
 
@@ -39,11 +38,10 @@ CHOICES: dict[str, dict[str, str]] = {  # environment of each kernel choice (rea
     "chunks_two_levels": {"DELTAMEM_SCAN_PARALLEL": "1", "DELTAMEM_CHAIN_GROUPS": "1"},
     "pytorch_activate": {"DELTAMEM_FUSED_ACTIVATE": "0"},
     "pytorch_scan": {"DELTAMEM_TRITON_SCAN": "0", "DELTAMEM_FUSED_ACTIVATE": "0"},
-    # the write pass as before the fix: the padding mask given to the decoder, SDPA as dispatched / math only
-    "masked_write": {"_masked": "1"},
-    "masked_write_sdpa_math": {"_masked": "1", "_sdpa_math": "1"},
+    # SDPA limited to its math backend (the dumps of session 9 named it masked_write_sdpa_math: writes
+    # then still passed the padding mask, which write_history no longer does)
+    "sdpa_math": {"_sdpa_math": "1"},
 }
-RIGHT_PADDED = attach.right_padded
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"  # the CPU runs the PyTorch paths only
 KNOBS = sorted({key for env in CHOICES.values() for key in env if not key.startswith("_")})
 
@@ -103,7 +101,6 @@ def replay(module: DeltaMemLightning, memory: dict, batch: dict, env: dict[str, 
     for key in KNOBS:
         os.environ.pop(key, None)
     os.environ.update({k: v for k, v in env.items() if not k.startswith("_")})
-    attach.right_padded = (lambda mask: False) if env.get("_masked") else RIGHT_PADDED
     params = dict(module.model.memory_parameters())
     with torch.no_grad():
         for name, value in memory.items():

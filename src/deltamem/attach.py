@@ -236,16 +236,12 @@ class DeltaMemModel(nn.Module):
         # Right padding under causal attention: no real token sees a later (padding) one, so the
         # decoder runs with no key mask (SDPA's is_causal path, its fastest kernels) and the memory
         # still skips the padding; states and gradients equal writing each row alone (tested).
-        unmasked = attention_mask is not None and right_padded(attention_mask)
         for start in range(0, T, step):  # a loop over chunks, each chunk processed in parallel
             part = slice(start, start + step)
-            mask = None if attention_mask is None else attention_mask[:, part]
             segments = None if segment_ids is None else segment_ids[:, part]
             with self._call_context(segments, write=True):
-                if unmasked:
-                    self.context.unmasked_valid = mask.bool()
-                    mask = None
-                decoder(input_ids=input_ids[:, part], attention_mask=mask, use_cache=False)
+                self.context.unmasked_valid = None if attention_mask is None else attention_mask[:, part].bool()
+                decoder(input_ids=input_ids[:, part], attention_mask=None, use_cache=False)
 
     # ----------------------------------------------------------------- state
     def reset_state(self, samples: Tensor | None = None) -> None:

@@ -61,27 +61,19 @@ class ContinuingCSVLogger(CSVLogger):
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
-        self._kept: tuple[list[str], list[dict[str, str]]] | None = None
         self._trimmed = False
 
     @property
     def experiment(self) -> Any:
-        if self._experiment is None:
-            path = Path(self.log_dir) / "metrics.csv"
-            if path.is_file():  # read before the writer's constructor deletes it
-                with path.open(newline="") as handle:
-                    reader = csv.DictReader(handle)
-                    self._kept = (list(reader.fieldnames or []), list(reader))
-            writer = super().experiment
-            if self._kept is not None:
-                header, rows = self._kept
-                with path.open("w", newline="") as handle:
-                    out = csv.DictWriter(handle, fieldnames=header)
-                    out.writeheader()
-                    out.writerows(rows)
-                writer.metrics_keys = list(header)
-            return writer
-        return self._experiment
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / "metrics.csv"
+        header, rows = _read_csv(path) if path.is_file() else (None, [])  # before the writer deletes it
+        writer = super().experiment
+        if header is not None:
+            _write_csv(path, header, rows)
+            writer.metrics_keys = list(header)
+        return writer
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if not self._trimmed and step is not None:
@@ -90,19 +82,26 @@ class ContinuingCSVLogger(CSVLogger):
         super().log_metrics(metrics, step)
 
     def _drop_from(self, step: int) -> None:
-        writer = self.experiment
-        path = Path(writer.metrics_file_path)
+        path = Path(self.experiment.metrics_file_path)
         if not path.is_file():
             return
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            header, rows = list(reader.fieldnames or []), list(reader)
+        header, rows = _read_csv(path)
         kept = [r for r in rows if not r.get("step") or int(float(r["step"])) < step]
         if len(kept) != len(rows):
-            with path.open("w", newline="") as handle:
-                out = csv.DictWriter(handle, fieldnames=header)
-                out.writeheader()
-                out.writerows(kept)
+            _write_csv(path, header, kept)
+
+
+def _read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _write_csv(path: Path, header: list[str], rows: list[dict[str, str]]) -> None:
+    with path.open("w", newline="") as handle:
+        out = csv.DictWriter(handle, fieldnames=header)
+        out.writeheader()
+        out.writerows(rows)
 
 
 __all__ = ["ContinuingCSVLogger", "MetricsJsonl", "keep_rows_before"]
