@@ -66,3 +66,26 @@ def test_best_waits_for_every_arm_or_its_failure_and_takes_a_suffix(lanes, monke
 
     monkeypatch.setattr(lanes.time, "sleep", later)
     assert lanes.resolve("best:a,b+s1") == "a_s1" and len(slept) == 1
+
+
+def test_collect_keeps_small_files_and_returns_adapters_apart(lanes, tmp_path, monkeypatch):
+    monkeypatch.setattr(lanes, "LOGS", tmp_path / "logs")
+    lanes.LOGS.mkdir()
+    (lanes.LOGS / "train_a.log").write_text("log\n")
+    arm = lanes.RUNS / "tsw_a"
+    (arm / "adapter").mkdir(parents=True)
+    (arm / "adapter" / "adapter_model.safetensors").write_bytes(b"weights")
+    (arm / "adapter" / "adapter_config.json").write_text("{}")
+    (arm / "checkpoints").mkdir()
+    (arm / "checkpoints" / "last.ckpt").write_bytes(b"big")
+    (arm / "train_result.json").write_text("{}")
+    out = tmp_path / "out"
+    lanes.collect(out)
+    import tarfile
+
+    with tarfile.open(out / "runs.tgz") as tar:
+        names = sorted(tar.getnames())
+    assert names == ["logs/train_a.log", "runs/tsw_a/train_result.json"]
+    assert (out / "adapters" / "tsw_a" / "adapter_model.safetensors").read_bytes() == b"weights"
+    assert sorted(p.name for p in (out / "adapters" / "tsw_a").iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors"]

@@ -19,8 +19,8 @@ D = memory_only − memory_only_wrong_history F1 on `episode_qa`; within 1 point
 memory_only), recorded in `$RUNS/selected.json`. A lane whose step cannot resolve yet stops there.
 Every step gets the time left before the budget runs out (then it is stopped, and its run folder
 resumes next time). At the end, the small files of every run (results, score vectors,
-predictions, metrics, configs; no adapters or checkpoints) go into `$OUT/runs.tgz`, and a summary
-is printed. Environment: `scripts/gpu/env.sh` (backbone folder, data, wheels).
+predictions, metrics, configs; no checkpoints) go into `$OUT/runs.tgz`, each adapter into
+`$OUT/adapters/RUN/`, and a summary is printed. Environment: `scripts/gpu/env.sh` (backbone folder, data, wheels).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -173,6 +174,7 @@ def run_lane(index: int, steps: list[list[str]], deadline: float, report: list[s
                 code = "timeout"
         seconds = time.time() - started
         report.append(f"lane {index}: {label}: exit {code} in {seconds:.0f} s")
+        collect(OUT)  # after every step: a command killed at the device's limit still returns this much
         if code != 0:
             tail = log.read_text(errors="replace").splitlines()[-6:]
             report.extend(f"    | {line[:200]}" for line in tail)
@@ -197,14 +199,33 @@ def summary() -> list[str]:
     return lines
 
 
+OUT = Path(os.environ.get("OUT", "bench_out"))
+COLLECTING = threading.Lock()  # lanes collect after each step; one archive at a time
+
+
 def collect(out: Path) -> None:
+    with COLLECTING:
+        _collect(out)
+
+
+def _collect(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(out / "runs.tgz", "w:gz") as tar:
+    partial = out / "runs.tgz.partial"  # renamed when complete: a kill mid-write leaves the last archive
+    with tarfile.open(partial, "w:gz") as tar:
         for path in sorted(RUNS.rglob("*")):
             if path.is_file() and (path.name in KEEP or path.parent.name == "csv"):  # not the dumps (size)
                 tar.add(path, arcname=str(path.relative_to(RUNS.parent)))
         for path in sorted(LOGS.glob("*.log")):
             tar.add(path, arcname=f"logs/{path.name}")
+    os.replace(partial, out / "runs.tgz")
+    # The trained adapters (a few MB each) come back as plain files beside the archive: a later
+    # session on a fresh machine evaluates them without retraining.
+    for adapter in sorted(RUNS.glob("*/adapter")):
+        for path in adapter.iterdir():
+            if path.is_file():
+                target = out / "adapters" / adapter.parent.name / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, target)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -222,13 +243,21 @@ def main(argv: list[str] | None = None) -> None:
             command(step, resolve_names=False)  # fail on a malformed step before anything starts
     report: list[str] = []
     threads = [threading.Thread(target=run_lane, args=(i, lane, deadline, report)) for i, lane in enumerate(lanes)]
+    finished = threading.Event()
+
+    def collect_every(seconds: float = 90.0) -> None:  # training curves come back even from a killed command
+        while not finished.wait(seconds):
+            collect(OUT)
+
+    threading.Thread(target=collect_every, daemon=True).start()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    finished.set()
     print("\n".join(report))
     print("\n".join(summary()))
-    collect(Path(os.environ.get("OUT", "bench_out")))
+    collect(OUT)
 
 
 if __name__ == "__main__":
