@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import torch
 
-from deltamem.adapters import load_adapter, read_adapter_config
+from deltamem.adapters import adapter_sha256, load_adapter, read_adapter_config
 from deltamem.attach import DeltaMemModel, attach_memory
 from deltamem.config import DeltaMemConfig
 from deltamem.episodes import EpisodeBuilder
@@ -31,7 +31,6 @@ from deltamem.state import MemoryState
 
 from .chat_method import ChatModelMethod
 from .decoding import DecoderBackend, cache_kwargs, returned_cache
-from .fingerprint import adapter_sha256
 from .methods import History
 
 PROMPT_WRITES = ("auto", "always", "never")

@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 from omegaconf import DictConfig, OmegaConf
 
+from deltamem.adapters import adapter_sha256
 from deltamem.errors import UserError
 
 FILE = "fingerprint.json"
@@ -44,20 +45,6 @@ def _portable(value: Any) -> Any:
         path = Path(value)
         return f"file:{path.name}:{path.stat().st_size}" if path.is_file() else f"dir:{path.name}"
     return value
-
-
-def adapter_sha256(folder: str | Path | None) -> str | None:
-    """sha256 over an adapter folder's files (relative name + bytes), None without an adapter."""
-    if folder is None:
-        return None
-    root = Path(folder)
-    if not root.exists():
-        raise FileNotFoundError(f"adapter folder {root} does not exist")
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(str(path.relative_to(root)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def eval_fields(cfg: DictConfig) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from hydra.utils import instantiate
@@ -145,9 +145,11 @@ def compare(
     n_boot: int = 10000,
     seed: int = 0,
     ci: float = 0.95,
+    runs: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
     """`python src/run.py task=compare` with `task.comparisons` (conf/task/compare.yaml) →
-    a Markdown table of paired Δ with cluster-bootstrap CIs, and `<out>.md/.csv/.json`."""
+    a Markdown table of paired Δ with cluster-bootstrap CIs, and `<out>.md/.csv/.json`.
+    `runs` only names folders that a preset's comparisons interpolate (conf/task/compare_replication.yaml)."""
     from evals.paired import compare_runs, comparison_tables
 
     if not comparisons:

@@ -16,7 +16,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from deltamem.errors import UserError
+from deltamem.errors import UserError, require_settings
 from evals.fingerprint import register_resolver
 
 register_resolver()  # ${eval_fingerprint:}: task=eval's default run directory
@@ -31,6 +31,7 @@ def wants_traceback() -> bool:
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     try:
+        require_settings(cfg.task, "task")  # a preset's `???` named before anything is built
         task = instantiate(cfg.task)
         task(cfg)
     except (UserError, InstantiationException) as error:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from evals.score_vectors import (
 )
 from evals.text_metrics import weighted_means
 
+from conftest import REPO_ROOT
 from test_param_counts import compose_cfg
 
 
@@ -221,3 +223,37 @@ def test_compare_task_writes_markdown_csv_json(tmp_path):
     assert "| E1 | locomo | f1 | +58.33 |" in markdown
     assert Path(f"{out}.csv").read_text().splitlines()[0].startswith("name,benchmark,protocol,metric,delta")
     assert json.loads(Path(f"{out}.json").read_text())[0]["mean_b"] == pytest.approx(50 / 3)
+
+
+def test_the_replication_preset_rebuilds_the_committed_endpoints(tmp_path):
+    """conf/task/compare_replication.yaml on session 10's committed score vectors gives the Δs that
+    results/2026-12-03_h200_s10/comparisons.json records (the means are exact; the CIs use fewer
+    resamples here)."""
+    study = REPO_ROOT / "results" / "2026-12-03_h200_s10"
+    cfg = compose_cfg(
+        "task=compare_replication", f"task.runs.study={study}", "task.runs.selected=tsw_lr1e-3",
+        f"task.runs.frozen={REPO_ROOT / 'results' / '2026-12-03_h200_s9' / 'frozen'}",
+        f"task.out={tmp_path / 'c'}", "task.n_boot=100",
+    )
+    rows = {r["name"]: r for r in instantiate(cfg.task)(cfg)}
+    committed = {r["name"]: r for r in json.loads((study / "comparisons.json").read_text())}
+    assert rows.keys() == committed.keys() and len(rows) == 16
+    for name, row in rows.items():
+        assert row["delta"] == pytest.approx(committed[name]["delta"], abs=1e-9), name
+        assert row["n"] == committed[name]["n"], name
+    assert rows["E1 HotpotQA EM"]["delta"] == pytest.approx(4.2)
+    assert rows["E2 HotpotQA EM"]["delta"] == pytest.approx(-0.2)
+
+
+def test_a_preset_without_its_runs_names_the_missing_keys():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "src" / "run.py"), "task=compare_replication", "task.runs.selected=x"],
+        capture_output=True, text=True, cwd=REPO_ROOT, env={**os.environ, "DELTAMEM_TRACEBACK": "0"},
+    )
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: this command needs task.runs.frozen=..., task.runs.study=..."
+    )

@@ -108,6 +108,10 @@ def test_resumed_run_ends_with_the_same_adapter(tmp_path):
     assert not (crashed_dir / "adapter").exists()
     resumed = train(tiny_training_cfg(crashed_dir, *overrides))
     assert resumed["steps"] == 6
+    # training time adds up over both processes (up to the crashed one's last checkpoint)
+    assert straight["segments"] == 1 and 0 < straight["seconds_total"] <= straight["seconds"]
+    assert resumed["segments"] == 2 and resumed["seconds_total"] > resumed["seconds"] > 0
+    assert resumed["nonfinite_microbatches"] == 0
     a = load_file(tmp_path / "straight" / "adapter" / "adapter_model.safetensors")
     b = load_file(crashed_dir / "adapter" / "adapter_model.safetensors")
     assert a.keys() == b.keys()

@@ -1,15 +1,33 @@
 #!/usr/bin/env bash
-# bash scripts/gpu/replication_lanes.sh BUDGET_S — the replication's lanes (issue "Real-data
-# replication"), the same in every call of a session: a rerun skips finished steps and resumes the
-# rest. Three TSW arms (the pre-registered learning rates), each scored on the dev split; the arm
-# the pre-registered rule selects (lanes.py `best:`) on HotpotQA, LoCoMo and IFEval; then the frozen
-# LoCoMo full_context baseline. `training.nonfinite=skip` drops (and counts) a step with non-finite
-# gradients instead of ending the arm.
+# bash scripts/gpu/replication_lanes.sh PHASE BUDGET_S — the replication's lanes (issue "Real-data
+# replication", pre-registration in docs/RESULTS.md), the same in every call of a session: a rerun
+# skips finished steps and resumes the rest. `training.nonfinite=skip` drops (and counts) a step with
+# non-finite gradients instead of ending the arm.
+#   tsw       (session 10) the three pre-registered TSW learning rates, each scored on the dev split;
+#             the arm the dev rule selects (lanes.py `best:`) on HotpotQA, LoCoMo and IFEval
+#   variants  (session 11) MSW and SSW at the selected TSW rate (1e-3) on the dev split; the arm
+#             selected among all five on the test benchmarks (skipped if it is TSW's, already scored);
+#             TSW's IFEval check and both LoCoMo full_context runs (E3)
+#   seeds     (session 12) the selected arm retrained with seeds 1 and 2, each on both test benchmarks
+# Session 10's runs must be under $RUNS first on a fresh machine: scripts/gpu/restore_runs.sh.
 set -euo pipefail
 source scripts/gpu/env.sh
-A=best:tsw_lr2e-4,tsw_lr1e-3,tsw_lr5e-3
 G=training.nonfinite=skip
-python scripts/gpu/lanes.py --budget "$1" \
-  "train tsw_lr2e-4 training.optim.lr=2e-4 $G | eval tsw_lr2e-4 episode_qa | eval $A hotpotqa | eval frozen locomo_full" \
-  "train tsw_lr1e-3 training.optim.lr=1e-3 $G | eval tsw_lr1e-3 episode_qa | eval $A locomo" \
-  "train tsw_lr5e-3 training.optim.lr=5e-3 $G | eval tsw_lr5e-3 episode_qa | eval $A ifeval"
+TSW=best:tsw_lr2e-4,tsw_lr1e-3,tsw_lr5e-3
+ALL=best:tsw_lr2e-4,tsw_lr1e-3,tsw_lr5e-3,msw_lr1e-3,ssw_lr1e-3
+case "$1" in
+  tsw) lanes=(
+    "train tsw_lr2e-4 training.optim.lr=2e-4 $G | eval tsw_lr2e-4 episode_qa | eval $TSW hotpotqa | eval frozen locomo_full"
+    "train tsw_lr1e-3 training.optim.lr=1e-3 $G | eval tsw_lr1e-3 episode_qa | eval $TSW locomo"
+    "train tsw_lr5e-3 training.optim.lr=5e-3 $G | eval tsw_lr5e-3 episode_qa | eval $TSW ifeval") ;;
+  variants) lanes=(
+    "train msw_lr1e-3 memory=msw training.optim.lr=1e-3 $G | eval msw_lr1e-3 episode_qa | eval $ALL hotpotqa"
+    "train ssw_lr1e-3 memory=ssw training.optim.lr=1e-3 $G | eval ssw_lr1e-3 episode_qa | eval $ALL locomo"
+    "eval tsw_lr1e-3 ifeval | eval frozen locomo_full | eval $ALL locomo_full") ;;
+  seeds) lanes=(
+    "retrain $ALL s1 seed=1 | eval $ALL+s1 hotpotqa | eval $ALL+s1 locomo"
+    "retrain $ALL s2 seed=2 | eval $ALL+s2 hotpotqa | eval $ALL+s2 locomo"
+    "eval $ALL ifeval") ;;
+  *) echo "usage: $0 tsw|variants|seeds BUDGET_S" >&2; exit 2 ;;
+esac
+python scripts/gpu/lanes.py --budget "$2" "${lanes[@]}"

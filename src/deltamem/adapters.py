@@ -15,6 +15,7 @@ It is read with `torch.load(weights_only=True)` (tensors only, no pickled code).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,21 @@ def _check_config(model: DeltaMemModel, stored: DeltaMemConfig, source: str) -> 
 
 def _layers(layers: tuple[int, ...] | None, model: DeltaMemModel) -> tuple[int, ...]:
     return tuple(range(len(model.memory_layers))) if layers is None else tuple(layers)
+
+
+def adapter_sha256(folder: str | Path | None) -> str | None:
+    """sha256 over an adapter folder's files (relative name + bytes), None without an adapter: the
+    identity that evaluation fingerprints and saved memory sessions record."""
+    if folder is None:
+        return None
+    root = Path(folder)
+    if not root.exists():
+        raise FileNotFoundError(f"adapter folder {root} does not exist")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------- our format

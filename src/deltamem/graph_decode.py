@@ -22,7 +22,7 @@ graph is tested against, and both are tested against HF `generate`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import Tensor, nn
@@ -92,6 +92,23 @@ class GraphDecoder:
         self.prefill(input_ids, attention_mask, max_new_tokens, **prefill_kwargs)
         self.decode(max_new_tokens - 1)
         return self.finish(input_ids, eos_token_id, pad_token_id)
+
+    @torch.no_grad()
+    def stream(
+        self, input_ids: Tensor, max_new_tokens: int, eos_token_id: int | None = None, **prefill_kwargs: Any
+    ) -> Iterator[int]:
+        """Greedy tokens of a one-row prompt (1, T), one at a time, stopping after eos (not yielded).
+        Interactive use: one host sync per token, the same steps (and graph) as `generate`."""
+        if input_ids.shape[0] != 1:
+            raise ValueError(f"stream decodes one row, got a batch of {input_ids.shape[0]}")
+        self.prefill(input_ids, None, max_new_tokens, **prefill_kwargs)
+        for index in range(max_new_tokens):
+            if index:
+                self.decode(1)
+            token = int(self._buffers.generated[0, index])
+            if token == eos_token_id:
+                return
+            yield token
 
     @torch.no_grad()
     def prefill(

@@ -80,6 +80,12 @@ class NonFiniteGuard(L.Callback):
         for _, param in module.model.memory_parameters():
             param.grad = None
 
+    def state_dict(self) -> dict[str, Any]:  # the count continues across a resume (checkpointed)
+        return {"events": self.events}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.events = int(state.get("events", 0))
+
     def _dump(self, trainer: L.Trainer, module: L.LightningModule, event: dict) -> Path | None:
         if not trainer.is_global_zero or self._batch is None:
             return None

@@ -8,6 +8,8 @@ process writes its first row.
   `trainer.log_every_n_steps`; reading metrics synchronises with the device).
 * `ContinuingCSVLogger` — Lightning's CSVLogger, whose writer deletes an existing `metrics.csv`;
   this one keeps the file and, on its first write, drops the rows at or after the first new step.
+* `TrainingClock` — training seconds summed over every process of a resumed run (saved in the
+  checkpoint: the time a killed process spent after its last checkpoint is redone, so not counted).
 """
 
 from __future__ import annotations
@@ -54,6 +56,27 @@ class MetricsJsonl(L.Callback):
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
+
+
+class TrainingClock(L.Callback):
+    """Seconds of `fit` across resumes: `total()` = the checkpointed seconds of earlier processes
+    plus this process's; `segments` counts the processes that trained this run."""
+
+    def __init__(self) -> None:
+        self.before, self.segments, self._start = 0.0, 1, time.perf_counter()
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def total(self) -> float:
+        return self.before + time.perf_counter() - self._start
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"seconds": self.total(), "segments": self.segments}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.before, self.segments = float(state["seconds"]), int(state["segments"]) + 1
+        self._start = time.perf_counter()
 
 
 class ContinuingCSVLogger(CSVLogger):
@@ -104,4 +127,4 @@ def _write_csv(path: Path, header: list[str], rows: list[dict[str, str]]) -> Non
         out.writerows(rows)
 
 
-__all__ = ["ContinuingCSVLogger", "MetricsJsonl", "keep_rows_before"]
+__all__ = ["ContinuingCSVLogger", "MetricsJsonl", "TrainingClock", "keep_rows_before"]

@@ -31,7 +31,7 @@ from .episodes import EpisodeBuilder
 from .errors import UserError
 from .guards import NonFiniteGuard
 from .lightning import DeltaMemLightning, EpisodeDataModule, OptimConfig, fsdp_root
-from .run_logs import MetricsJsonl
+from .run_logs import MetricsJsonl, TrainingClock
 from .throughput import ThroughputRecorder
 
 
@@ -174,9 +174,11 @@ def train(
     loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
     checkpoint_dir = run_dir / "checkpoints"
     guard = NonFiniteGuard(run_dir, t.get("nonfinite", "error"))
+    clock = TrainingClock()
     callbacks = [
         *(callbacks or []),
         guard,
+        clock,
         L.pytorch.callbacks.ModelCheckpoint(
             dirpath=checkpoint_dir, save_last=True, every_n_train_steps=t.checkpoint_every, save_top_k=0
         ),
@@ -207,10 +209,12 @@ def train(
     trainer.fit(module, datamodule=data, ckpt_path=str(resume) if t.resume and resume.exists() else None)
     seconds = time.perf_counter() - start
     result = {
-        "seconds": seconds,
+        "seconds": seconds,  # this process
+        "seconds_total": clock.total(),  # every process of a resumed run, up to its checkpoints
+        "segments": clock.segments,
         "steps": trainer.global_step,
         "final_loss": float(trainer.callback_metrics.get("train/loss", float("nan"))),
-        "nonfinite_microbatches": guard.events,  # dropped steps under training.nonfinite=skip
+        "nonfinite_microbatches": guard.events,  # dropped steps under training.nonfinite=skip (all segments)
     }
     with full_parameters(trainer):
         if trainer.is_global_zero:  # one writer; the adapter is exported from rank 0
