@@ -98,6 +98,24 @@ def tiny_model(family: str = "qwen3", seed: int = 0, **overrides) -> torch.nn.Mo
     return build_random(tiny_spec(family, seed, **overrides)).eval()
 
 
+def tiny_adapter(folder: Path) -> Path:
+    """A TSW adapter for `backbone=tiny` whose memory visibly changes the outputs (random, seeded)."""
+    from hydra.utils import instantiate
+
+    from deltamem.adapters import save_adapter
+    from deltamem.attach import attach_memory
+    from deltamem.backbones import load_backbone
+
+    cfg = compose_config("backbone=tiny", "memory=tsw", "memory.beta_bias_init=0.0")
+    loaded = load_backbone(instantiate(cfg.backbone))
+    torch.manual_seed(0)
+    model = attach_memory(loaded.model, instantiate(cfg.memory))
+    with torch.no_grad():
+        for _, p in model.memory_parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    return save_adapter(model, folder)
+
+
 @pytest.fixture(params=sorted(TINY_ARCHITECTURES))
 def family(request) -> str:
     return request.param

@@ -67,8 +67,10 @@ class MemorySession:
         window: int = 4096,
         system: str | None = None,
         decoder: GraphDecoder | None = None,
+        recent_turns: int = 0,
     ):
         self.model, self.builder, self.meta, self.window = model, builder, meta, int(window)
+        self.recent_turns = int(recent_turns)
         self.system = [{"role": "system", "content": system}] if system else []
         self.decoder = decoder if decoder is not None else GraphDecoder(model)
         self.device = next(model.parameters()).device
@@ -116,7 +118,9 @@ class MemorySession:
 
     # ------------------------------------------------------------------ reading
     def prompt_tokens(self, question: str) -> list[int]:
-        text = self.builder.render(self.system + [{"role": "user", "content": question}], generation_prompt=True)
+        recent = self.meta.recent[-2 * self.recent_turns :] if self.recent_turns else []
+        shown = self.system + recent + [{"role": "user", "content": question}]
+        text = self.builder.render(shown, generation_prompt=True)
         return self.builder.tokenize(text)[0]
 
     @torch.no_grad()
@@ -156,8 +160,11 @@ class MemorySession:
             if on_text is not None:
                 on_text(piece)
         answer = "".join(pieces).strip()
-        written = self.write([{"role": "user", "content": message}, {"role": "assistant", "content": answer}])
+        exchange = [{"role": "user", "content": message}, {"role": "assistant", "content": answer}]
+        written = self.write(exchange)
         self.meta.turns += 1
+        if self.recent_turns:  # the last turns also stay in the prompt (off by default)
+            self.meta.recent = (self.meta.recent + exchange)[-2 * self.recent_turns :]
         prompt_tokens, answer_tokens = self._last_counts
         return Turn(answer, prompt_tokens, answer_tokens, written, time.perf_counter() - started)
 
@@ -166,7 +173,7 @@ class MemorySession:
         """Forget everything written in this session (the store keeps its copy until saved)."""
         self.state = None
         self.meta.turns = self.meta.tokens_written = self.meta.messages_written = 0
-        self.meta.last_role = None
+        self.meta.last_role, self.meta.recent = None, []
         self.meta.updated = time.time()
 
     def stats(self) -> dict[str, Any]:
@@ -191,10 +198,11 @@ class SessionManager:
         backbone: str,
         window: int = 4096,
         system: str | None = None,
+        recent_turns: int = 0,
     ):
         self.model, self.builder, self.store = model, builder, store
         self.adapter_sha256, self.backbone = adapter_sha256, backbone
-        self.window, self.system = window, system
+        self.window, self.system, self.recent_turns = window, system, recent_turns
         self.decoder = GraphDecoder(model)
         self.model_lock = threading.Lock()  # the model holds one state at a time
         self._user_locks: dict[str, threading.Lock] = {}
@@ -209,7 +217,9 @@ class SessionManager:
         """The user's session as saved (or empty); refuses a state of another adapter or backbone."""
         saved = self.store.load(user, self.adapter_sha256, self.backbone)
         state, meta = saved if saved is not None else (None, SessionMeta(user, self.adapter_sha256, self.backbone))
-        return MemorySession(self.model, self.builder, meta, state, self.window, self.system, self.decoder)
+        return MemorySession(
+            self.model, self.builder, meta, state, self.window, self.system, self.decoder, self.recent_turns
+        )
 
     def save(self, session: MemorySession) -> None:
         if session.state is None:

@@ -4,6 +4,7 @@ The safetensors file is the record. It holds every written layer's state (1, H, 
 header holds the metadata as JSON under the key `deltamem_session`:
 * the adapter's sha256 and the backbone name (a state is refused under any other);
 * turns, tokens and messages written, and the role of the last message written;
+* the last turns' messages, only when the session keeps recent turns in the prompt (off by default);
 * created and updated times;
 * the sha256 of the tensor bytes, so a corrupted file is refused.
 
@@ -61,6 +62,7 @@ class SessionMeta:
     tokens_written: int = 0
     messages_written: int = 0
     last_role: str | None = None  # the role of the last message written (continues the chat rendering)
+    recent: list[dict[str, str]] = field(default_factory=list)  # the last turns, when kept in the prompt
     created: float = field(default_factory=time.time)
     updated: float = field(default_factory=time.time)
 
