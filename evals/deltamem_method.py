@@ -12,6 +12,10 @@
   writes off, as in training's read pass; `always` / `never` force either. Generated tokens are
   written when the prompt is, except under SSW, whose message is incomplete until generation ends.
 
+* Write chunks (`write_chunks`): `tokens` cuts a history into `write_chunk_size`-token write calls
+  wherever they fall; `messages` starts a new write call at every message (a LoCoMo session), as a
+  conversation fed one session at a time does (`evals/deltamem_sessions.py`).
+
 The adapter is ours (`adapter_config.json` + safetensors) or the public release's
 (`delta_mem_config.json` + `delta_mem_adapter.pt`); its stored memory config wins over `memory`.
 """
@@ -34,6 +38,7 @@ from .decoding import DecoderBackend, cache_kwargs, returned_cache
 from .methods import History
 
 PROMPT_WRITES = ("auto", "always", "never")
+WRITE_CHUNKS = ("tokens", "messages")  # where a history's write calls break (see `write_chunks`)
 
 
 class DeltaMemBackend(DecoderBackend):
@@ -98,9 +103,13 @@ class DeltaMemMethod(ChatModelMethod):
         name: str | None = None,
         memorize_batch_tokens: int = 65536,
         untrained: bool = False,
+        write_chunks: str = "tokens",
     ):
         if prompt_writes not in PROMPT_WRITES:
             raise ValueError(f"prompt_writes must be one of {PROMPT_WRITES}, got {prompt_writes!r}")
+        if write_chunks not in WRITE_CHUNKS:
+            raise ValueError(f"write_chunks must be one of {WRITE_CHUNKS}, got {write_chunks!r}")
+        self.write_chunks = write_chunks
         if adapter is not None:
             if untrained:
                 raise ValueError("method=deltamem: adapter= and method.untrained=true contradict each other")
@@ -138,9 +147,9 @@ class DeltaMemMethod(ChatModelMethod):
     @torch.no_grad()
     def memorize(self, history: History) -> None:
         self.reset()
-        ids, segments = self._history_tokens(history)
+        ids, segments, messages = self._history_tokens(history)
         if ids:
-            self.backend.base_state = self._write([ids], [segments])
+            self.backend.base_state = self._write([ids], [segments], [messages])
         self.memory_model.reset_state()
         self.memorized = True
         self._update_prompt_writes()
@@ -156,24 +165,41 @@ class DeltaMemMethod(ChatModelMethod):
         states: list[MemoryState] = []
         for batch in _token_batches([len(encoded[i][0]) for i in order], self.memorize_batch_tokens):
             chosen = [order[k] for k in batch]
-            states.append(self._write([encoded[i][0] for i in chosen], [encoded[i][1] for i in chosen]))
+            states.append(self._write(*([encoded[i][part] for i in chosen] for part in range(3))))
         self.backend.base_state = MemoryState.cat(states)
         self.backend.base_rows = {histories[i].context_id: row for row, i in enumerate(order)}
         self.memory_model.reset_state()
         self.memorized = True
         self._update_prompt_writes()
 
+    def _write_by_message(self, ids: list[int], segments: list[int], messages: list[int]) -> MemoryState:
+        """One history (batch 1) written message by message, the state carried: what feeding a
+        conversation one session at a time gives (`deltamem_sessions`), here in one process."""
+        device = next(self.memory_model.parameters()).device
+        self.memory_model.reset_state()
+        for span in message_spans(messages):
+            part = torch.tensor([ids[span]], dtype=torch.long, device=device)  # (1, T_message)
+            segs = torch.tensor([segments[span]], dtype=torch.long, device=device)
+            self.memory_model.write_history(
+                part, None, segs if self.backend.wants_segments else None, self.write_chunk_size
+            )
+        return self._final_state(1, device)
+
     def memory_keys(self, queries):
         return [q.context_id for q in queries] if self.backend.base_rows is not None else None
 
-    def _history_tokens(self, history: History) -> tuple[list[int], list[int]]:
+    def _history_tokens(self, history: History) -> tuple[list[int], list[int], list[int]]:
+        """(token ids, SSW segment ids, message ids) of a history rendered as one chat."""
         ids, message_ids, sentence_ids = self.builder.write_part([], list(history.messages))
         segments = message_ids if self.memory_model.memory_config.segment_unit == "message" else sentence_ids
-        return ids, segments
+        return ids, segments, message_ids
 
-    def _write(self, histories: list[list[int]], segments: list[list[int]]) -> MemoryState:
+    def _write(self, histories: list[list[int]], segments: list[list[int]], messages: list[list[int]]) -> MemoryState:
         """Write right-padded histories (B rows) from a fresh state; their final states (batch B).
-        An empty history leaves its row at zero."""
+        An empty history leaves its row at zero. Under `write_chunks=messages` each row is written
+        alone, one write call per message (split further at `write_chunk_size`)."""
+        if self.write_chunks == "messages":
+            return MemoryState.cat([self._write_by_message(h, s, m) for h, s, m in zip(histories, segments, messages)])
         device = next(self.memory_model.parameters()).device
         width = max(1, max(len(h) for h in histories))
         ids = torch.full((len(histories), width), self.decoder.pad_id, dtype=torch.long)
@@ -190,10 +216,13 @@ class DeltaMemMethod(ChatModelMethod):
             segs.to(device) if self.backend.wants_segments else None,
             self.write_chunk_size,
         )
+        return self._final_state(len(histories), device)
+
+    def _final_state(self, rows: int, device: torch.device) -> MemoryState:
         state = self.memory_model.get_state().clone()
         if state.batch_size is None:  # nothing written anywhere: explicit zeros, so states stack
             config = self.memory_model.memory_config
-            zeros = torch.zeros(len(histories), config.num_state_heads, config.rank, config.rank, device=device)
+            zeros = torch.zeros(rows, config.num_state_heads, config.rank, config.rank, device=device)
             state = MemoryState({i: zeros.clone() for i in state.layers})
         return state
 
@@ -228,6 +257,12 @@ class DeltaMemMethod(ChatModelMethod):
         if write != self.backend.write_prompt:
             self.decoder.forget_prefix()  # a kept prefix was computed under the other write mode
         self.backend.write_prompt = write
+
+
+def message_spans(message_ids: Sequence[int]) -> list[slice]:
+    """Consecutive token runs of one message each (the template's preamble counts as the first's)."""
+    starts = [t for t in range(len(message_ids)) if t == 0 or message_ids[t] != message_ids[t - 1]]
+    return [slice(a, b) for a, b in zip(starts, starts[1:] + [len(message_ids)])]
 
 
 def _token_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:

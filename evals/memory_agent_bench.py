@@ -169,7 +169,7 @@ class MemoryAgentBench:
     ) -> None:
         if protocol != "paper":
             raise ValueError(f"MemoryAgentBench protocol {protocol!r} is not implemented (only 'paper')")
-        self.source = str(source)
+        self.source = source if hasattr(source, "rows") else str(source)  # a hub id, a JSON file or a builder
         self.splits = tuple(splits)
         self.protocol = protocol
         self.max_context_chars = max_context_chars
@@ -177,6 +177,12 @@ class MemoryAgentBench:
         self.recent_window_chars = int(recent_window_chars)
 
     def _rows(self) -> tuple[str, dict[str, list[Any]]]:
+        if hasattr(self.source, "rows"):  # rows rebuilt offline (evals/mab_rebuild.py): the same checks follow
+            built = self.source.rows()
+            missing = [s for s in self.splits if s not in built]
+            if missing:
+                raise BenchmarkDataError(f"{self.source}: builds no rows for split(s) {missing}")
+            return str(self.source), {split: built[split] for split in self.splits}
         path = Path(self.source).expanduser()
         if path.exists():
             data = read_json(path)
@@ -192,6 +198,7 @@ class MemoryAgentBench:
     def load(self) -> tuple[list[Context], list[Item]]:
         """One Context per row (id "split:row"), one Item per question (category = split)."""
         origin, by_split = self._rows()
+        self.rebuilt: dict[str, str] = {}
         contexts: list[Context] = []
         items: list[Item] = []
         for split, rows in by_split.items():
@@ -202,6 +209,9 @@ class MemoryAgentBench:
                 family = dataset_family(source)
                 context_id = f"{split}:{index}"
                 text = clip_context(row["context"], self.max_context_chars)
+                if meta.get("rebuild"):  # not the hub row: the name says so wherever it is reported
+                    family += "_standin" if source.endswith("_standin") else "_rebuild"
+                    self.rebuilt[source] = str(meta["rebuild"])
                 context_meta = {"split": split, "source": source, "dataset": family, "chars": len(row["context"])}
                 contexts.append(Context(id=context_id, text=text, meta=context_meta))
                 pair_ids = meta.get("qa_pair_ids") or []
@@ -223,6 +233,12 @@ class MemoryAgentBench:
                         )
                     )
         return contexts, items
+
+    @property
+    def data_note(self) -> dict[str, Any] | None:
+        """What results.json records under `data`: the rebuilt sources and how each was made."""
+        rebuilt = getattr(self, "rebuilt", None)
+        return {"rebuilt_sources": dict(rebuilt), "hub_rows": False} if rebuilt else None
 
     def history_messages(self, context: Context) -> list[dict[str, str]]:
         """The (clipped) context as one user message, what memory methods memorise."""

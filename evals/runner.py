@@ -327,6 +327,7 @@ class EvalRunner:
             "conditions": per_condition,
             "skipped_conditions": skipped,
             "paper_numbers": paper_numbers(self.benchmark),
+            **({"data": note} if (note := getattr(self.benchmark, "data_note", None)) else {}),
             **self.run_info,
             "timing": timing,
         }

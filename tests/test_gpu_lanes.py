@@ -89,3 +89,12 @@ def test_collect_keeps_small_files_and_returns_adapters_apart(lanes, tmp_path, m
     assert (out / "adapters" / "tsw_a" / "adapter_model.safetensors").read_bytes() == b"weights"
     assert sorted(p.name for p in (out / "adapters" / "tsw_a").iterdir()) == [
         "adapter_config.json", "adapter_model.safetensors"]
+
+
+def test_a_finished_evaluation_is_not_rerun(lanes):
+    argv, run, done = lanes.command(["eval", "tsw_a", "hotpotqa"])
+    run.mkdir(parents=True)
+    done.write_text(json.dumps({"conditions": {"no_context": {}, "full_context": {}, "memory_only": {}}}))
+    assert not lanes.scored(done, argv)  # memory_only_wrong_history is missing
+    done.write_text(json.dumps({"conditions": {c: {} for c in lanes.BENCHES["hotpotqa"][2]}}))
+    assert lanes.scored(done, argv)

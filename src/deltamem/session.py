@@ -75,6 +75,7 @@ class MemorySession:
         self.decoder = decoder if decoder is not None else GraphDecoder(model)
         self.device = next(model.parameters()).device
         self.state = None if state is None else state.to(self.device)
+        self._last_counts = (0, 0)  # (prompt, answer) tokens of the last answer
 
     # ------------------------------------------------------------------ writing
     def continuation_tokens(self, messages: Sequence[dict[str, str]]) -> tuple[list[int], list[int]]:
@@ -94,8 +95,7 @@ class MemorySession:
                 "this chat template does not render a message the same way whatever follows it, so a chat "
                 "cannot be continued turn by turn; write it whole instead"
             )
-        segments = [s if s >= 0 else -1 for s in pick(parts)[n:]]
-        return parts[0][n:], segments
+        return parts[0][n:], pick(parts)[n:]
 
     @torch.no_grad()
     def write(self, messages: Sequence[dict[str, str]]) -> int:
@@ -145,7 +145,7 @@ class MemorySession:
             if len(text) > len(shown) and not text.endswith("\ufffd"):  # whole characters only
                 yield text[len(shown) :]
                 shown = text
-        self.model.set_state(self.state) if self.state is not None else self.model.reset_state()
+        self._load_into_model()  # unpins the decoder's copy: later writes start from the session's state
         self._last_counts = (len(prompt), len(produced))
 
     def answer(self, question: str, max_new_tokens: int = 256) -> str:
