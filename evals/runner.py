@@ -82,7 +82,10 @@ class EvalRunner:
         shard: Shard | None = None,
         progress: bool = True,
         run_info: dict[str, Any] | None = None,
+        data: tuple[list[Context], list[Item]] | None = None,
     ):
+        """`data`: the benchmark's (contexts, items) when the caller loaded them already (task=eval
+        reads and checks the data before it loads a model, so a bad file fails in seconds)."""
         unknown = [c for c in conditions if c not in ALL_CONDITIONS]
         if unknown:
             raise ValueError(f"unknown condition(s) {unknown}; expected some of {ALL_CONDITIONS}")
@@ -97,10 +100,11 @@ class EvalRunner:
         self.shard = shard or Shard()
         self.progress = progress
         self.run_info = dict(run_info or {})
+        self.data = data
 
     # ----------------------------------------------------------------- planning
     def load(self) -> tuple[dict[str, Context], list[Item]]:
-        contexts, items = self.benchmark.load()
+        contexts, items = self.data if self.data is not None else self.benchmark.load()
         if self.limit is not None:
             items = items[: int(self.limit)]
         return {c.id: c for c in contexts}, items

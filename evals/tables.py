@@ -18,6 +18,30 @@ from typing import Any, Sequence
 FROZEN = "vanilla"
 
 
+def expand_runs(specs: str | Sequence[str]) -> list[Path]:
+    """Run folders from `task.runs`: a folder holding results.json is itself; a folder without one
+    (a sweep or a session's results) stands for every folder below it that holds one; a pattern
+    with * ? [ is a glob over either. One string or a list; order kept, duplicates dropped."""
+    specs = [specs] if isinstance(specs, (str, Path)) else list(specs)
+    found: list[Path] = []
+    for spec in specs:
+        text = str(spec)
+        candidates = sorted(Path().glob(text)) if any(ch in text for ch in "*?[") else [Path(text)]
+        if not candidates:
+            raise FileNotFoundError(f"task.runs: {text!r} matches no folder")
+        for candidate in candidates:
+            if (candidate / "results.json").is_file():
+                found.append(candidate)
+            elif candidate.is_dir():
+                below = sorted(p.parent for p in candidate.rglob("results.json"))
+                if not below:
+                    raise FileNotFoundError(f"task.runs: {candidate} holds no results.json (no finished evaluation)")
+                found += below
+            elif not candidate.exists():
+                raise FileNotFoundError(f"task.runs: {candidate} does not exist")
+    return list(dict.fromkeys(found))
+
+
 def load_results(run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     out = []
     for run_dir in run_dirs:

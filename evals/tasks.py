@@ -32,10 +32,11 @@ def evaluate(
     questions_per_call: int = 32,
     progress: bool = True,
     default_run_dir: str | None = None,
+    wandb_name: str | None = None,
 ) -> dict[str, Any]:
     """`python src/run.py task=eval benchmark=<b> method=<m> [adapter=<folder>] [task.conditions=[...]]`.
 
-    `default_run_dir` is read by Hydra (its run directory), not here."""
+    `default_run_dir` is read by Hydra (its run directory) and `wandb_name` by logger=wandb, not here."""
     from deltamem.backbones import load_backbone
 
     shard = Shard.from_env()
@@ -47,6 +48,7 @@ def evaluate(
     kernel_choice.configure(**(cfg.get("kernels") or {}))
     torch.manual_seed(cfg.seed)
     benchmark = instantiate(cfg.benchmark.loader)
+    data = benchmark.load()  # a missing or malformed data file fails here, before any model is loaded
     loaded = load_backbone(instantiate(cfg.backbone))
     method = instantiate(cfg.method)(loaded=loaded)
     chosen = list(conditions) if conditions is not None else list(cfg.benchmark.conditions)
@@ -60,7 +62,7 @@ def evaluate(
     }
     if shard.rank == 0:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    runner = EvalRunner(benchmark, method, chosen, run_dir, limit, questions_per_call, shard, progress, info)
+    runner = EvalRunner(benchmark, method, chosen, run_dir, limit, questions_per_call, shard, progress, info, data)
     results = runner.run()
     if results:
         say(json.dumps({c: round(v["overall"], 2) for c, v in results["conditions"].items()}))
@@ -98,8 +100,11 @@ def train_then_evaluate(
 
 
 def _log_results(logger_cfg: DictConfig, cfg: DictConfig, results: dict[str, Any], run_dir: Path) -> None:
-    """Mirror the scalars and the table into the configured Lightning logger (W&B or CSV)."""
-    logger = instantiate(logger_cfg)
+    """Mirror the scalars and the table into the configured Lightning logger (W&B or CSV); a rerun
+    of the same run folder continues the same W&B run (its id comes from the folder)."""
+    from deltamem.run_logs import instantiate_logger
+
+    logger = instantiate_logger(logger_cfg, run_dir)
     scalars = {}
     for condition, summary in results["conditions"].items():
         prefix = f"eval/{results['benchmark']}/{condition}"
@@ -118,11 +123,14 @@ def _log_results(logger_cfg: DictConfig, cfg: DictConfig, results: dict[str, Any
         logger.save()
 
 
-def table(cfg: DictConfig, runs: Sequence[str] = (), out: str | None = None) -> str:
-    """`python src/run.py task=table task.runs=[dir1,dir2,...] [task.out=docs/table]` → Markdown + CSV."""
+def table(cfg: DictConfig, runs: str | Sequence[str] = (), out: str | None = None) -> str:
+    """`python src/run.py task=table task.runs=<run, sweep folder or glob, or a list> [task.out=...]` →
+    Markdown + CSV."""
+    from evals.tables import expand_runs
+
     if not runs:
-        raise ValueError("task=table needs run directories: task.runs=[outputs/...,outputs/...]")
-    markdown, csv_text = build_tables([Path(r) for r in runs])
+        raise ValueError("task=table needs run directories: task.runs=<folder, sweep folder or glob> or a list")
+    markdown, csv_text = build_tables(expand_runs(runs if isinstance(runs, str) else list(runs)))
     say(markdown)
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)

@@ -467,3 +467,27 @@ def test_rank_device_spreads_hand_launched_ranks_over_visible_gpus():
     assert [rank_device(r, None, 1) for r in range(4)] == [0, 0, 0, 0]  # RANK by hand, one GPU visible
     assert [rank_device(r, None, 2) for r in range(4)] == [0, 1, 0, 1]
     assert rank_device(5, "1", 4) == 1  # torchrun's LOCAL_RANK wins over the global rank
+
+
+def test_a_missing_data_file_fails_before_the_model_is_loaded(tmp_path):
+    """task=eval reads the benchmark first: the error names the data file, not the (unloadable) backbone."""
+    import subprocess
+    import sys
+
+    from conftest import REPO_ROOT
+
+    done = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "src" / "run.py"), "task=eval", "benchmark=locomo", "method=vanilla",
+         f"benchmark.loader.source={tmp_path / 'absent.json'}", "backbone=tiny", "backbone.random_init=false",
+         f"backbone.path={tmp_path / 'no_model_here'}", f"hydra.run.dir={tmp_path / 'run'}"],
+        capture_output=True, text=True, cwd=REPO_ROOT,
+    )
+    assert done.returncode == 1
+    assert "absent.json" in done.stderr.strip().splitlines()[-1] and "no_model_here" not in done.stderr
+
+
+@pytest.mark.parametrize("bench", ["hotpotqa", "ifeval", "episode_qa", "memory_agent_bench", "locomo", "gpqa"])
+def test_task_limit_is_the_only_item_limit_in_the_configs(bench):
+    cfg = compose_cfg("task=eval", f"benchmark={bench}")
+    assert not [k for k in cfg.benchmark.loader if "limit" in k], "loader limits: use task.limit"
+    assert "limit" in cfg.task

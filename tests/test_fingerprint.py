@@ -33,6 +33,7 @@ def eval_cfg(run_dir, *overrides: str):
                 "task=eval",
                 "benchmark.loader.num_episodes=4",
                 "task.default_run_dir=null",  # it names Hydra's run directory: unresolvable without Hydra running
+                "task.wandb_name=null",  # likewise (Hydra's choices)
                 f"paths.output_dir={run_dir}",
                 *overrides,
             ],
@@ -113,7 +114,7 @@ def test_the_default_run_directory_follows_the_fingerprint(tmp_path):
     run()
     run()
     folders = sorted((tmp_path / "outputs" / "eval").iterdir())
-    assert [f.name.rsplit("_", 1)[0] for f in folders] == ["synthetic_vanilla"]
+    assert [f.name.rsplit("_", 1)[0] for f in folders] == ["synthetic_vanilla_tiny"]  # benchmark, method, backbone
     stored = json.loads((folders[0] / "fingerprint.json").read_text())
     assert folders[0].name.endswith(stored["digest"])
     assert len((folders[0] / "predictions.jsonl").read_text().splitlines()) == 2  # continued, not repeated

@@ -164,6 +164,26 @@ def test_wandb_offline_writes_a_run_with_our_metric_names(tmp_path, monkeypatch)
         assert name in blob, name
 
 
+def test_a_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
+    pytest.importorskip("wandb", reason="wandb is an optional logger (the GPU machines run without it)")
+    from deltamem.run_logs import stable_run_id
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    overrides = ["~experiment", "logger=wandb", "logger.wandb.offline=true", "train_data.num_episodes=8",
+                 "training.global_batch_size=2", "training.checkpoint_every=1", "trainer.max_epochs=1"]
+    with pytest.raises(SimulatedCrash):
+        train(tiny_training_cfg(tmp_path, *overrides), callbacks=[CrashAfter(2)])
+    import wandb
+
+    wandb.finish()  # the crashed process would have ended here
+    train(tiny_training_cfg(tmp_path, *overrides))
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    # a folder per process (unless both started in the same second), all with the one run id:
+    # `wandb sync` joins them into one W&B run
+    assert {run.name.rsplit("-", 1)[1] for run in runs} == {stable_run_id(tmp_path)}
+
+
 # ---------------------------------------------------------------------- episodes
 CHAT = [
     {"role": "system", "content": "you are a memory."},
@@ -382,3 +402,29 @@ def test_deepspeed_zero2_config_keeps_the_paper_batch_and_skips_frozen_weights()
     assert cfg.trainer.precision == "bf16-mixed" and cfg.training.global_batch_size == 32
     for devices in (1, 2, 4, 8):
         assert accumulation_steps(cfg.training.global_batch_size, cfg.training.batch_size, devices) * devices == 32
+
+
+def test_lightning_lines_reach_the_root_logger_once_and_without_the_litlogger_tip():
+    import logging
+
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+    from deltamem.run_logs import route_lightning_logs
+
+    seen: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    root = logging.getLogger()
+    handler = Collect()
+    root.addHandler(handler)
+    try:
+        route_lightning_logs()
+        rank_zero_info("GPU available: False")
+        rank_zero_info("💡 Tip: try installing [litlogger](https://pypi.org/project/litlogger/)")
+    finally:
+        root.removeHandler(handler)
+    assert seen == ["GPU available: False"]
+    assert not logging.getLogger("lightning.pytorch").handlers and not logging.getLogger("lightning").handlers

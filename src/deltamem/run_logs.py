@@ -8,6 +8,10 @@ process writes its first row.
   `trainer.log_every_n_steps`; reading metrics synchronises with the device).
 * `ContinuingCSVLogger` — Lightning's CSVLogger, whose writer deletes an existing `metrics.csv`;
   this one keeps the file and, on its first write, drops the rows at or after the first new step.
+* `stable_run_id(run_dir)` — the logger run id of a run folder (W&B `id`): the same folder, so a
+  resumed run, continues one logger run instead of starting a second.
+* `route_lightning_logs()` — Lightning's INFO lines once, through the root logger (so Hydra's console
+  and `run.log` get them), without its advertisement for litlogger.
 * `TrainingClock` — training seconds summed over every process of a resumed run (saved in the
   checkpoint: the time a killed process spent after its last checkpoint is redone, so not counted).
 """
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -56,6 +61,42 @@ class MetricsJsonl(L.Callback):
         row.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("train/")})
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
+
+
+class _NoAdvert(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def route_lightning_logs() -> None:
+    """When the root logger has handlers (Hydra set them up), drop Lightning's own console handler,
+    which printed every line a second time, and filter out its litlogger tip."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):  # where it is logged
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _NoAdvert) for f in logger.filters):
+            logger.addFilter(_NoAdvert())
+    if logging.getLogger().handlers:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logger = logging.getLogger(name)
+            for handler in list(logger.handlers):
+                logger.removeHandler(handler)
+            logger.propagate = True
+
+
+def stable_run_id(run_dir: Path) -> str:
+    """16 hex digits from the run folder's absolute path."""
+    import hashlib
+
+    return hashlib.sha256(str(Path(run_dir).resolve()).encode()).hexdigest()[:16]
+
+
+def instantiate_logger(node: Any, run_dir: Path) -> Any:
+    """A logger from its config; a config with `id: null` gets the run folder's stable id."""
+    from hydra.utils import instantiate
+
+    if "id" in node and node.get("id") is None:
+        return instantiate(node, id=stable_run_id(run_dir))
+    return instantiate(node)
 
 
 class TrainingClock(L.Callback):
@@ -127,4 +168,7 @@ def _write_csv(path: Path, header: list[str], rows: list[dict[str, str]]) -> Non
         out.writerows(rows)
 
 
-__all__ = ["ContinuingCSVLogger", "MetricsJsonl", "TrainingClock", "keep_rows_before"]
+__all__ = [
+    "ContinuingCSVLogger", "MetricsJsonl", "TrainingClock", "instantiate_logger", "keep_rows_before",
+    "route_lightning_logs", "stable_run_id",
+]

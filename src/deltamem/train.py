@@ -31,7 +31,7 @@ from .episodes import EpisodeBuilder
 from .errors import UserError
 from .guards import NonFiniteGuard
 from .lightning import DeltaMemLightning, EpisodeDataModule, OptimConfig, fsdp_root
-from .run_logs import MetricsJsonl, TrainingClock
+from .run_logs import MetricsJsonl, TrainingClock, instantiate_logger, route_lightning_logs
 from .throughput import ThroughputRecorder
 
 
@@ -148,6 +148,7 @@ def train(
     """Fit the memory on `cfg.train_data`; returns a summary (final loss, adapter paths, timings).
     `loaded`/`model` reuse an already built backbone; `callbacks` are added to the trainer's."""
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen backbone
+    route_lightning_logs()
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     finished = finished_run(run_dir, cfg)
@@ -171,7 +172,7 @@ def train(
         model, OptimConfig(**t.optim), t.sparsity_weight, t.sparsity_target, t.get("attention_backends")
     )
 
-    loggers = [instantiate(c) for c in (cfg.get("logger") or {}).values()]
+    loggers = [instantiate_logger(c, run_dir) for c in (cfg.get("logger") or {}).values()]
     checkpoint_dir = run_dir / "checkpoints"
     guard = NonFiniteGuard(run_dir, t.get("nonfinite", "error"))
     clock = TrainingClock()
