@@ -104,13 +104,20 @@ class DeltaMemMethod(ChatModelMethod):
         memorize_batch_tokens: int = 65536,
         untrained: bool = False,
         write_chunks: str = "tokens",
+        trained: DeltaMemModel | None = None,
     ):
+        """`trained`: a memory already attached to `loaded.model` and trained in this process (the
+        quickstart), used as it is instead of attaching one and loading an adapter."""
         if prompt_writes not in PROMPT_WRITES:
             raise ValueError(f"prompt_writes must be one of {PROMPT_WRITES}, got {prompt_writes!r}")
         if write_chunks not in WRITE_CHUNKS:
             raise ValueError(f"write_chunks must be one of {WRITE_CHUNKS}, got {write_chunks!r}")
         self.write_chunks = write_chunks
-        if adapter is not None:
+        if trained is not None:
+            if adapter is not None or untrained:
+                raise ValueError("method=deltamem: a model trained in this process takes no adapter= or untrained")
+            memory = trained.memory_config
+        elif adapter is not None:
             if untrained:
                 raise ValueError("method=deltamem: adapter= and method.untrained=true contradict each other")
             if not Path(adapter).is_dir():
@@ -123,7 +130,7 @@ class DeltaMemMethod(ChatModelMethod):
             )
         if memory is None:
             raise ValueError("method=deltamem with method.untrained=true needs a memory config (memory=tsw, ...)")
-        self.memory_model = attach_memory(loaded.model, memory)
+        self.memory_model = trained if trained is not None else attach_memory(loaded.model, memory)
         if adapter is not None:
             load_adapter(self.memory_model, adapter)
         self.memory_model.eval()

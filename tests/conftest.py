@@ -16,6 +16,9 @@ if not torch.cuda.is_available():  # before any kernel module is imported: @trit
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from deltamem.backbones import BackboneSpec, build_random  # noqa: E402
+from evals.fingerprint import register_resolver  # noqa: E402
+
+register_resolver()  # as src/run.py does: ${eval_fingerprint:} and ${join:} resolve in composed configs
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 

@@ -120,6 +120,6 @@ def test_the_quickstart_settings_win_over_the_base_config():
     cfg = compose_config("task=quickstart")
     assert (cfg.training.batch_size, cfg.training.global_batch_size) == (4, 4)
     assert cfg.training.optim.lr == 1e-2 and cfg.training.max_write_length == 256
-    assert cfg.train_data.num_episodes == 600 and cfg.evaluation.episodes == 32
+    assert cfg.train_data.num_episodes == 600 and cfg.benchmark.loader.num_episodes == 32
     bare = compose_config("task=train")
     assert (bare.training.batch_size, bare.training.global_batch_size) == (1, 32)

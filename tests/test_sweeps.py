@@ -37,7 +37,8 @@ def test_every_sweep_composes_with_its_parameters(sweep):
         cfg = compose("config", overrides=[f"sweep={sweep}"], return_hydra_config=True)
     assert cfg.sweep_name == sweep and cfg.hydra.sweep.dir == f"multirun/{sweep}"
     assert cfg.hydra.sweeper.params, sweep
-    if sweep != "paper_training":
+    if sweep != "paper_training":  # (its folder is the experiment's name, set by the sweeper)
+        assert cfg.hydra.sweep.subdir == cfg.job_subdir and cfg.job_name == f"{sweep}-{cfg.job_subdir}"
         assert cfg.task._target_ == "evals.tasks.train_then_evaluate"
         assert cfg.method._target_ == "evals.deltamem_method.DeltaMemMethod"
 
@@ -68,3 +69,11 @@ def test_a_two_job_sweep_trains_scores_and_resumes_only_the_missing_job(tmp_path
     assert (first / "train_result.json").stat().st_mtime_ns == kept  # not trained again
     assert "already trained" in again.stderr
     assert json.loads((second / "train_eval.json").read_text())["train"]["steps"] == 1
+
+
+def test_a_sweep_job_names_its_wandb_run_after_the_sweep_and_its_folder():
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        rank = compose("config", overrides=["sweep=ablation_rank", "memory.rank=4", "logger=wandb"])
+        targets = compose("config", overrides=["sweep=ablation_targets", "memory.targets=[q,o]", "logger=wandb"])
+    assert rank.logger.wandb.name == "ablation_rank-rank=4" and rank.logger.wandb.group == "ablation_rank"
+    assert targets.logger.wandb.name == "ablation_targets-targets=qo"

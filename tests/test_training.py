@@ -14,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 from safetensors.torch import load_file
 
+from deltamem.adapters import adapter_sha256
 from deltamem.episodes import IGNORE_INDEX, EpisodeBuilder, EpisodeError, collate_episodes
 from deltamem.tiny_tokenizer import build_tiny_tokenizer
 from deltamem.train import accumulation_steps, build_model, recent_mean, train
@@ -179,9 +180,10 @@ def test_a_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
     wandb.finish()  # the crashed process would have ended here
     train(tiny_training_cfg(tmp_path, *overrides))
     runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
-    # a folder per process (unless both started in the same second), all with the one run id:
+    # a folder per process (offline-run-<time>-<id>, "-1" added within one second), one run id:
     # `wandb sync` joins them into one W&B run
-    assert {run.name.rsplit("-", 1)[1] for run in runs} == {stable_run_id(tmp_path)}
+    assert len(runs) == 2
+    assert {run.name.split("-")[3] for run in runs} == {stable_run_id(tmp_path)}
 
 
 # ---------------------------------------------------------------------- episodes
@@ -298,30 +300,29 @@ def test_global_batch_arithmetic():
 
 
 def test_quickstart_pipeline_writes_results_and_predictions(tmp_path):
-    from deltamem.quickstart import quickstart
+    """The quickstart scores through EvalRunner: two ordinary evaluation runs that task=table reads."""
+    from evals.quickstart import quickstart
+    from evals.tables import build_tables
 
     cfg = tiny_training_cfg(
-        tmp_path,
-        "experiment=quickstart",
-        "train_data.num_episodes=4",
-        "evaluation.episodes=3",
-        "evaluation.max_new_tokens=2",
-        "evaluation.batch_size=2",
+        tmp_path, "experiment=quickstart", "train_data.num_episodes=4", "benchmark.loader.num_episodes=3",
+        "benchmark.loader.max_new_tokens=2", "task.batch_size=2",
     )
-    summary = quickstart(cfg)
-    results = json.loads((tmp_path / "results.json").read_text())
-    labels = [
-        "frozen no_context",
-        "frozen full_context",
-        "δ-mem full_context",
-        "δ-mem memory_only",
-        "δ-mem memory_only, another chat's history (control)",
-    ]
-    assert list(results["heldout_after_training"]) == labels
-    assert all(r["n"] == 3 and 0.0 <= r["accuracy"] <= 1.0 for r in results["heldout_after_training"].values())
-    lines = (tmp_path / "predictions.jsonl").read_text().splitlines()
-    assert len(lines) == 3 * len(labels)
+    summary = quickstart(cfg, **{k: v for k, v in cfg.task.items() if not k.startswith("_")})
+    frozen = json.loads((tmp_path / "eval_frozen" / "results.json").read_text())
+    memory = json.loads((tmp_path / "eval_deltamem" / "results.json").read_text())
+    assert frozen["benchmark"] == memory["benchmark"] == "synthetic"
+    assert (frozen["method"], list(frozen["conditions"])) == ("vanilla", ["no_context", "full_context"])
+    assert (memory["method"], list(memory["conditions"])) == (
+        "deltamem_tsw", ["full_context", "memory_only", "memory_only_wrong_history"])
+    assert all(c["n"] == 3 and 0.0 <= c["overall"] <= 1.0 for r in (frozen, memory) for c in r["conditions"].values())
+    assert memory["method_cost"]["adapter_sha256"] == adapter_sha256(tmp_path / "adapter")
+    assert len((tmp_path / "eval_deltamem" / "predictions.jsonl").read_text().splitlines()) == 3 * 3
     assert summary["train"]["steps"] == 2  # 4 episodes, global batch 2
+    markdown, _ = build_tables([tmp_path / "eval_frozen", tmp_path / "eval_deltamem"])
+    backbone = frozen["backbone"]["name"]
+    assert f"| vanilla | {backbone} | no_context |" in markdown
+    assert f"| deltamem_tsw | {backbone} | memory_only_wrong_history |" in markdown
 
 
 def test_the_quickstart_is_deterministic(tmp_path, monkeypatch):
@@ -331,7 +332,7 @@ def test_the_quickstart_is_deterministic(tmp_path, monkeypatch):
     import secrets
 
     import deltamem.train as train_module
-    from deltamem.quickstart import quickstart
+    from evals.quickstart import quickstart
 
     real_load = train_module.load_backbone
 
@@ -343,11 +344,13 @@ def test_the_quickstart_is_deterministic(tmp_path, monkeypatch):
     monkeypatch.setattr(train_module, "load_backbone", load_then_move_the_rng)
 
     def run(folder, seed=0):
-        overrides = ["experiment=quickstart", "train_data.num_episodes=4", "evaluation.episodes=3",
-                     "evaluation.max_new_tokens=2", "evaluation.batch_size=2", f"seed={seed}"]  # fmt: skip
-        quickstart(tiny_training_cfg(tmp_path / folder, *overrides))
+        overrides = ["experiment=quickstart", "train_data.num_episodes=4", "benchmark.loader.num_episodes=3",
+                     "benchmark.loader.max_new_tokens=2", "task.batch_size=2", f"seed={seed}"]  # fmt: skip
+        quickstart(tiny_training_cfg(tmp_path / folder, *overrides), batch_size=2)
         adapter = load_file(tmp_path / folder / "adapter" / "adapter_model.safetensors")
-        return adapter, (tmp_path / folder / "predictions.jsonl").read_text()
+        outputs = [json.loads(line)["output"] for line in (tmp_path / folder / "eval_deltamem" / "predictions.jsonl")
+                   .read_text().splitlines()]
+        return adapter, outputs
 
     (a, pa), (b, pb) = run("one"), run("two")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -365,17 +368,6 @@ def test_trained_model_stays_on_the_gpu(tmp_path):
     loaded, model = build_model(cfg)
     train(cfg, loaded, model)
     assert {p.device.type for p in model.parameters()} == {"cuda"}
-
-
-def test_other_history_control_swaps_only_the_history():
-    from deltamem.quickstart import with_other_history
-    from deltamem.train_data import SyntheticChats
-
-    records = [SyntheticChats(3, split="heldout")[i] for i in range(3)]
-    chats = with_other_history(records)
-    for i, chat in enumerate(chats):
-        assert chat[-2:] == records[i]["messages"][-2:]
-        assert chat[:-2] == records[(i + 1) % 3]["messages"][:-2]
 
 
 def test_throughput_recorder_counts_the_tokens_of_timed_steps(tmp_path):

@@ -128,15 +128,25 @@ def bind_local_device() -> None:
         torch.cuda.set_device(int(local_rank))
 
 
-def build_model(cfg: DictConfig) -> tuple[LoadedBackbone, DeltaMemModel]:
+def load_training_backbone(cfg: DictConfig) -> LoadedBackbone:
+    """The frozen backbone of `cfg.backbone`, on this process's device, with its tokenizer."""
     spec: BackboneSpec = instantiate(cfg.backbone)
     bind_local_device()
     loaded = load_backbone(spec)
     if loaded.tokenizer is None:
         raise ValueError(f"backbone {spec.name} has no tokenizer; training needs one (set backbone.tokenizer)")
+    return loaded
+
+
+def attach_seeded(cfg: DictConfig, loaded: LoadedBackbone) -> DeltaMemModel:
+    """`cfg.memory` attached to the backbone, initialised under `cfg.seed`."""
     torch.manual_seed(cfg.seed)  # the memory's initialisation is part of the run: seeded, so a rerun is identical
-    model = attach_memory(loaded.model, instantiate(cfg.memory))
-    return loaded, model
+    return attach_memory(loaded.model, instantiate(cfg.memory))
+
+
+def build_model(cfg: DictConfig) -> tuple[LoadedBackbone, DeltaMemModel]:
+    loaded = load_training_backbone(cfg)
+    return loaded, attach_seeded(cfg, loaded)
 
 
 def train(
