@@ -27,6 +27,8 @@ PAPER_NUMBERS: dict[str, dict[str, float]] = {
 }
 
 CATEGORY_NAMES = {1: "multi_hop", 2: "temporal", 3: "open_domain", 4: "single_hop", 5: "adversarial"}
+OVERALL_EXCLUDED = ("5",)  # both protocols: adversarial questions are scored, and reported apart
+OVERALL_POLICY = "question-weighted F1 over categories 1-4; category 5 (adversarial) is reported apart"
 CONDITIONS = ("full_context", "no_context", "memory_only", "recent_window")
 NOT_MENTIONED = "Not mentioned in the conversation"
 ADVERSARIAL_PHRASES = ("no information available", "not mentioned")
@@ -235,10 +237,11 @@ class LoCoMo:
         return {"f1": score_locomo(postprocess(output), item.answers[0] if item.answers else "", item.category)}
 
     def aggregate(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Question-weighted F1 (%) overall and per category (category 5 kept out of overall under "paper")."""
-        excluded = ("5",) if self.protocol == "paper" else ()
-        means = weighted_means(rows, ("f1",), exclude_from_overall=excluded)
-        return {"overall": means["f1"], **means, "protocol": self.protocol}
+        """Question-weighted F1 (%) overall and per category. Category 5 (adversarial) is kept out of
+        `overall` under both protocols and reported apart, as `overall_policy` states."""
+        means = weighted_means(rows, ("f1",), exclude_from_overall=OVERALL_EXCLUDED)
+        return {"overall": means["f1"], **means, "protocol": self.protocol, "overall_policy": OVERALL_POLICY,
+                "category_names": {str(k): v for k, v in CATEGORY_NAMES.items()}}
 
 
 def postprocess(output: str) -> str:

@@ -303,25 +303,8 @@ class EvalRunner:
 
     # ----------------------------------------------------------------- results
     def results(self, rows: Sequence[dict[str, Any]], conditions: Sequence[str], elapsed: float) -> dict[str, Any]:
-        per_condition: dict[str, Any] = {}
-        timing: dict[str, Any] = {"wall_seconds_this_process": round(elapsed, 2)}
-        for condition in conditions:
-            chosen = [r for r in rows if r["condition"] == condition]
-            flat = [{"category": r["category"], **r["scores"]} for r in chosen]
-            if not flat:
-                continue
-            summary = self.benchmark.aggregate(flat)
-            summary["cost"] = {
-                "prompt_tokens_mean": _mean(r["prompt_tokens"] for r in chosen),
-                "output_tokens_mean": _mean(r["output_tokens"] for r in chosen),
-                "truncated_questions": sum(1 for r in chosen if r["truncated_tokens"] > 0),
-            }
-            per_condition[condition] = summary
-            contexts = {r["context_id"]: r["memorize_seconds"] for r in chosen}
-            timing[condition] = {
-                "answer_seconds_total": round(sum(r["answer_seconds"] for r in chosen), 2),
-                "memorize_seconds_total": round(sum(contexts.values()), 2),
-            }
+        per_condition, timing = summarize(self.benchmark, rows, conditions)
+        timing = {"wall_seconds_this_process": round(elapsed, 2), **timing}
         skipped = [c for c in self.conditions if c not in conditions]
         return {
             "benchmark": self.benchmark.name,
@@ -335,6 +318,30 @@ class EvalRunner:
             **self.run_info,
             "timing": timing,
         }
+
+
+def summarize(benchmark: Any, rows: Sequence[dict[str, Any]], conditions: Sequence[str]) -> tuple[dict, dict]:
+    """(per-condition aggregates with their cost, per-condition timing) of prediction rows."""
+    per_condition: dict[str, Any] = {}
+    timing: dict[str, Any] = {}
+    for condition in conditions:
+        chosen = [r for r in rows if r["condition"] == condition]
+        flat = [{"category": r["category"], **r["scores"]} for r in chosen]
+        if not flat:
+            continue
+        summary = benchmark.aggregate(flat)
+        summary["cost"] = {
+            "prompt_tokens_mean": _mean(r["prompt_tokens"] for r in chosen),
+            "output_tokens_mean": _mean(r["output_tokens"] for r in chosen),
+            "truncated_questions": sum(1 for r in chosen if r["truncated_tokens"] > 0),
+        }
+        per_condition[condition] = summary
+        contexts = {r["context_id"]: r["memorize_seconds"] for r in chosen}
+        timing[condition] = {
+            "answer_seconds_total": round(sum(r["answer_seconds"] for r in chosen), 2),
+            "memorize_seconds_total": round(sum(contexts.values()), 2),
+        }
+    return per_condition, timing
 
 
 def paper_numbers(benchmark: Any) -> dict[str, Any]:

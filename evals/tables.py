@@ -10,6 +10,7 @@ numbers for reference. The CSV holds the same cells in long form (one line per c
 from __future__ import annotations
 
 import csv
+import importlib
 import io
 import json
 from pathlib import Path
@@ -68,9 +69,11 @@ def build_tables(run_dirs: Sequence[Path]) -> tuple[str, str]:
         conditions = _ordered_conditions(runs)
         metrics = _ordered_union(_named_metrics(s) for r in runs for s in r["conditions"].values())
         categories = _ordered_union(_categories(s) for r in runs for s in r["conditions"].values())
-        header = ["method", "backbone", "condition", "overall", *metrics, *(f"cat {k}" for k in categories)]
-        header += ["n", "×frozen"]
-        lines = [f"### {benchmark} (protocol: {runs[0].get('protocol')})", "", "| " + " | ".join(header) + " |"]
+        names = _category_names(runs)
+        header = ["method", "backbone", "protocol", "condition", "overall", *metrics]
+        header += [f"cat {k}" + (f" {names[k]}" if k in names else "") for k in categories] + ["n", "×frozen"]
+        protocols = sorted({str(r.get("protocol")) for r in runs})
+        lines = [f"### {benchmark} (protocol: {', '.join(protocols)})", "", "| " + " | ".join(header) + " |"]
         lines.append("|" + "---|" * len(header))
         labels = _row_labels(runs)
         for run, label in zip(runs, labels):
@@ -84,7 +87,8 @@ def build_tables(run_dirs: Sequence[Path]) -> tuple[str, str]:
                 base = (frozen or {}).get("conditions", {}).get(c, {}).get("overall")
                 ratio = overall / base if overall is not None and base else None
                 backbone = (run.get("backbone") or {}).get("name", "?")
-                row = [label, backbone, c, _fmt(overall), *map(_fmt, named), *map(_fmt, sub_values)]
+                row = [label, backbone, str(run.get("protocol")), c, _fmt(overall), *map(_fmt, named)]
+                row += list(map(_fmt, sub_values))
                 row += [str(summary.get("n", "–")), _fmt(ratio)]
                 lines.append("| " + " | ".join(row) + " |")
                 cells.append(_cell(run, benchmark, c, "overall", overall))
@@ -92,6 +96,8 @@ def build_tables(run_dirs: Sequence[Path]) -> tuple[str, str]:
                 cells += [
                     _cell(run, benchmark, c, f"cat {k}", v) for k, v in zip(categories, sub_values) if v is not None
                 ]
+        policy = _benchmark_constant(benchmark, "OVERALL_POLICY")
+        lines += ["", f"Overall: {policy}."] if policy else []
         paper = runs[0].get("paper_numbers") or {}
         if paper:
             described = [
@@ -106,6 +112,25 @@ def build_tables(run_dirs: Sequence[Path]) -> tuple[str, str]:
     writer.writeheader()
     writer.writerows(cells)
     return "\n\n".join(sections), buffer.getvalue()
+
+
+def _benchmark_constant(benchmark: str, name: str) -> Any:
+    """A protocol constant of the benchmark's module (`evals.<benchmark>`), None when it has none."""
+    try:
+        module = importlib.import_module(f"evals.{benchmark}")
+    except ImportError:
+        return None
+    return getattr(module, name, None)
+
+
+def _category_names(runs: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Category key → name (LoCoMo: 1 multi_hop, ...): from the results, else the benchmark's module,
+    so tables of runs written before results named them still do."""
+    names = {str(k): v for k, v in (_benchmark_constant(runs[0]["benchmark"], "CATEGORY_NAMES") or {}).items()}
+    for run in runs:
+        for summary in run["conditions"].values():
+            names.update(summary.get("category_names") or {})
+    return names
 
 
 def _named_metrics(summary: dict[str, Any]) -> list[str]:

@@ -223,8 +223,13 @@ def test_locomo_aggregate_and_paper_numbers(tmp_path):
     assert paper["overall"] == pytest.approx(200 / 3) and paper["n"] == 3 and paper["protocol"] == "paper"
     assert paper["per_category"]["1"] == {"f1": 50.0, "n": 2}
     assert paper["per_category"]["5"] == {"f1": 100.0, "n": 1}  # reported separately
+    # under the official protocol too, category 5 is reported apart, and the policy says so
     official = LoCoMo(source="unused.json", protocol="official").aggregate(rows)
-    assert official["overall"] == pytest.approx(75.0) and official["n"] == 4
+    assert official["overall"] == pytest.approx(200 / 3) and official["n"] == 3 and official["protocol"] == "official"
+    assert official["per_category"]["5"] == {"f1": 100.0, "n": 1}
+    assert official["overall_policy"] == paper["overall_policy"]
+    assert "category 5 (adversarial) is reported apart" in paper["overall_policy"]
+    assert paper["category_names"]["2"] == "temporal"
     # the paper's frozen overall is the question-weighted mean of its categories (282/321/96/841)
     frozen = LOCOMO_PAPER["frozen"]
     counts = {"1": 282, "2": 321, "3": 96, "4": 841}

@@ -300,21 +300,24 @@ def test_table_cells_are_hand_checked(tmp_path):
         run_dir("lv", "vanilla", "locomo", {"no_context": locomo(8.0, 6.0, 30.0)}),
     ]
     markdown, csv_text = build_tables(runs)
-    assert "| method | backbone | condition | overall | f1 | n | ×frozen |" in markdown
-    assert "| vanilla | b | full_context | 10.00 | 20.00 | 4 | 1.00 |" in markdown
-    assert "| deltamem_tsw | b | full_context | 15.00 | 30.00 | 4 | 1.50 |" in markdown
-    assert "| deltamem_tsw | b | no_context | 1.00 | 2.00 | 4 | – |" in markdown  # no frozen run for it
+    assert "| method | backbone | protocol | condition | overall | f1 | n | ×frozen |" in markdown
+    assert "| vanilla | b | official | full_context | 10.00 | 20.00 | 4 | 1.00 |" in markdown
+    assert "| deltamem_tsw | b | official | full_context | 15.00 | 30.00 | 4 | 1.50 |" in markdown
+    assert "| deltamem_tsw | b | official | no_context | 1.00 | 2.00 | 4 | – |" in markdown  # no frozen run for it
     assert "Paper (Qwen3-4B-Instruct-2507, full context): frozen em 42.35 / f1 56.00" in markdown
-    assert "| method | backbone | condition | overall | cat 1 | cat 5 | n | ×frozen |" in markdown
-    assert "| vanilla | b | no_context | 8.00 | 6.00 | 30.00 | 3 | 1.00 |" in markdown
+    # LoCoMo's categories are always named, and the overall policy is stated (category 5 apart)
+    named = "| cat 1 multi_hop | cat 5 adversarial | n | ×frozen |"
+    assert f"| method | backbone | protocol | condition | overall {named}" in markdown
+    assert "| vanilla | b | official | no_context | 8.00 | 6.00 | 30.00 | 3 | 1.00 |" in markdown
+    assert "Overall: question-weighted F1 over categories 1-4; category 5 (adversarial) is reported apart." in markdown
     assert f"hotpotqa,deltamem_tsw,b,full_context,f1,30.0,{runs[1]}" in csv_text.splitlines()
 
     # two runs of one method are told apart by their run folder
     runs.append(run_dir("hd360", "deltamem_tsw", "hotpotqa", {"full_context": hotpot(20.0, 40.0)}))
     markdown, _ = build_tables(runs)
-    assert "| deltamem_tsw [hd] | b | full_context | 15.00 | 30.00 | 4 | 1.50 |" in markdown
-    assert "| deltamem_tsw [hd360] | b | full_context | 20.00 | 40.00 | 4 | 2.00 |" in markdown
-    assert "| vanilla | b | full_context | 10.00 | 20.00 | 4 | 1.00 |" in markdown
+    assert "| deltamem_tsw [hd] | b | official | full_context | 15.00 | 30.00 | 4 | 1.50 |" in markdown
+    assert "| deltamem_tsw [hd360] | b | official | full_context | 20.00 | 40.00 | 4 | 2.00 |" in markdown
+    assert "| vanilla | b | official | full_context | 10.00 | 20.00 | 4 | 1.00 |" in markdown
 
 
 # ---------------------------------------------------------------------- configs

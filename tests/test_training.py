@@ -321,8 +321,8 @@ def test_quickstart_pipeline_writes_results_and_predictions(tmp_path):
     assert summary["train"]["steps"] == 2  # 4 episodes, global batch 2
     markdown, _ = build_tables([tmp_path / "eval_frozen", tmp_path / "eval_deltamem"])
     backbone = frozen["backbone"]["name"]
-    assert f"| vanilla | {backbone} | no_context |" in markdown
-    assert f"| deltamem_tsw | {backbone} | memory_only_wrong_history |" in markdown
+    assert f"| vanilla | {backbone} | synthetic | no_context |" in markdown
+    assert f"| deltamem_tsw | {backbone} | synthetic | memory_only_wrong_history |" in markdown
 
 
 def test_the_quickstart_is_deterministic(tmp_path, monkeypatch):
