@@ -25,8 +25,9 @@ Config `method=memgen`. After MemGen (Zhang et al., 2025, arXiv 2509.24704):
   `[system + question + generation prompt, latents]`. The trigger is trained alongside with a binary
   cross-entropy whose label says whether the latents lowered that answer loss by more than
   `trigger_margin` (one extra no-latent forward per episode). Training runs at construction when
-  `episodes` and `fit_steps > 0` are given (`save_to` then writes a checkpoint), or the weights come
-  from `checkpoint` (`save`).
+  `episodes` and `fit_steps > 0` are given (`save_to` then writes a checkpoint; a later run with the
+  same `save_to` and `fit_steps` loads it instead of fitting again), or the weights come from
+  `checkpoint` (`save`).
   `memorize` only runs the weaver.
 
 What differs from the paper: the paper's weaver is a LoRA-adapted copy of the reasoning LLM that
@@ -228,8 +229,11 @@ class MemGen(ChatModelMethod):
             self.backend.punctuation = self._punctuation_ids()
         self.losses: list[float] = []
         self.fit_steps_done = 0
+        resumable = save_to is not None and (Path(save_to) / CHECKPOINT_WEIGHTS).is_file()
         if checkpoint is not None:
             self.load(checkpoint)
+        elif episodes is not None and int(fit_steps) > 0 and resumable and self._saved_steps(save_to) == fit_steps:
+            self.load(save_to)  # a resumed run: the weights this run's fit saved, not a second fit
         elif episodes is not None and int(fit_steps) > 0:
             self.fit(episodes, int(fit_steps))
             if save_to is not None:
@@ -389,6 +393,11 @@ class MemGen(ChatModelMethod):
         save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(folder / CHECKPOINT_WEIGHTS))
         config = {**self.dims, "weaver_layer": self.weaver_layer, "fit_steps": self.fit_steps_done}
         (folder / CHECKPOINT_CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+
+    @staticmethod
+    def _saved_steps(folder: str | Path) -> int | None:
+        path = Path(folder) / CHECKPOINT_CONFIG
+        return int(json.loads(path.read_text()).get("fit_steps", -1)) if path.is_file() else None
 
     def load(self, folder: str | Path) -> None:
         from safetensors.torch import load_file

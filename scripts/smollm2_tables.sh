@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Every evaluation run behind the SmolLM2-135M tables of docs/RESULTS.md (issues 4 and 5), resumable.
+# Superseded by `python src/run.py -m sweep=paper_tables` (conf/sweep/paper_tables.yaml); kept because
+# the commands of docs/RESULTS.md's sessions 5-7 name it.
 #
 #   GPUS=4 ADAPTERS=path/to/adapters bash scripts/smollm2_tables.sh locomo|hotpotqa|ifeval|synthetic|all [OUT]
 #

@@ -317,6 +317,14 @@ def test_memgen_fit_trains_and_checkpoint_round_trips(shared, tmp_path):
     assert cost["fit_steps"] == 2 and cost["extra_trainable_params"] == cost["weaver_params"] + cost["trigger_params"]
     with pytest.raises(ValueError, match="dimensions"):
         MemGen(shared, num_latents=5, weaver_dim=32, checkpoint=str(tmp_path / "memgen"))
+    # the same settings again (a resumed sweep job): the saved weights, not a second fit
+    again = MemGen(shared, num_latents=4, weaver_dim=32, episodes=episodes, fit_steps=2, fit_batch_size=2, lr=1e-3,
+                   save_to=str(tmp_path / "memgen"))
+    assert again.losses == [] and again.fit_steps_done == 2
+    assert torch.equal(again.weaver.out.weight, method.weaver.out.weight)
+    longer = MemGen(shared, num_latents=4, weaver_dim=32, episodes=episodes, fit_steps=3, fit_batch_size=2, lr=1e-3,
+                    save_to=str(tmp_path / "memgen"))
+    assert len(longer.losses) == 3  # other fit settings: fitted (and saved) again
 
 
 def test_memgen_runs_through_the_runner(shared, tmp_path):

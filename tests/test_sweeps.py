@@ -37,10 +37,46 @@ def test_every_sweep_composes_with_its_parameters(sweep):
         cfg = compose("config", overrides=[f"sweep={sweep}"], return_hydra_config=True)
     assert cfg.sweep_name == sweep and cfg.hydra.sweep.dir == f"multirun/{sweep}"
     assert cfg.hydra.sweeper.params, sweep
-    if sweep != "paper_training":  # (its folder is the experiment's name, set by the sweeper)
+    if sweep == "paper_tables":  # evaluation only; its folders are named by Hydra's choices (at run time)
+        assert cfg.task._target_ == "evals.tasks.evaluate"
+        assert set(cfg.hydra.sweeper.params) == {"benchmark", "table_row"}
+    elif sweep != "paper_training":  # (its folder is the experiment's name, set by the sweeper)
         assert cfg.hydra.sweep.subdir == cfg.job_subdir and cfg.job_name == f"{sweep}-{cfg.job_subdir}"
         assert cfg.task._target_ == "evals.tasks.train_then_evaluate"
         assert cfg.method._target_ == "evals.deltamem_method.DeltaMemMethod"
+
+
+@pytest.mark.parametrize("row", sorted(p.stem for p in (REPO_ROOT / "conf" / "table_row").glob("*.yaml")))
+def test_every_table_row_picks_its_method_and_settings(row):
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["sweep=paper_tables", f"table_row={row}", "benchmark=hotpotqa"])
+    assert cfg.method._target_.rsplit(".", 1)[0].split(".")[-1] in (row, "chat_method", "deltamem_method")
+    assert cfg.backbone.name == "smollm2_135m" and cfg.task._target_ == "evals.tasks.evaluate"
+    if row == "memorybank":
+        assert cfg.method.encoder == cfg.paper_tables.encoder
+    if row == "memgen":
+        from omegaconf import OmegaConf
+
+        saved = OmegaConf.to_container(cfg.method, resolve=False)["save_to"]  # the job folder: known at run time
+        assert cfg.method.fit_steps == 300 and saved == "${paths.output_dir}/memgen_weights"
+
+
+def test_the_tables_sweep_runs_two_rows_and_resumes(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    argv = [sys.executable, str(REPO_ROOT / "src" / "run.py"), "-m", "sweep=paper_tables", "backbone=tiny",
+            "benchmark=synthetic", "table_row=vanilla,bm25_rag", "benchmark.loader.num_episodes=3",
+            "'task.conditions=[no_context,memory_only]'", f"hydra.sweep.dir={tmp_path / 'tables'}"]
+    argv[-2] = argv[-2].strip("'")
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = sorted(p.name for p in (tmp_path / "tables").iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["synthetic_bm25_rag", "synthetic_vanilla"]
+    methods = {json.loads((tmp_path / "tables" / j / "results.json").read_text())["method"] for j in jobs}
+    assert methods == {"vanilla", "bm25_rag"}
+    rows = (tmp_path / "tables" / "synthetic_vanilla" / "predictions.jsonl").read_text()
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (tmp_path / "tables" / "synthetic_vanilla" / "predictions.jsonl").read_text() == rows  # nothing redone
 
 
 def run_sweep(tmp_path) -> subprocess.CompletedProcess:
