@@ -326,7 +326,7 @@ def summarize(benchmark: Any, rows: Sequence[dict[str, Any]], conditions: Sequen
     timing: dict[str, Any] = {}
     for condition in conditions:
         chosen = [r for r in rows if r["condition"] == condition]
-        flat = [{"category": r["category"], **r["scores"]} for r in chosen]
+        flat = [{"category": r["category"], **_breakdown(r), **r["scores"]} for r in chosen]
         if not flat:
             continue
         summary = benchmark.aggregate(flat)
@@ -342,6 +342,14 @@ def summarize(benchmark: Any, rows: Sequence[dict[str, Any]], conditions: Sequen
             "memorize_seconds_total": round(sum(contexts.values()), 2),
         }
     return per_condition, timing
+
+
+BREAKDOWN_KEYS = ("dataset",)  # item_meta keys a benchmark's aggregate may group by (MemoryAgentBench: per source)
+
+
+def _breakdown(row: dict[str, Any]) -> dict[str, Any]:
+    meta = row.get("item_meta") or {}
+    return {k: meta[k] for k in BREAKDOWN_KEYS if meta.get(k) is not None}
 
 
 def paper_numbers(benchmark: Any) -> dict[str, Any]:

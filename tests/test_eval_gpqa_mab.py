@@ -347,3 +347,19 @@ def test_mab_missing_split_and_hub(tmp_path, monkeypatch):
     with pytest.raises(ValueError):
         MemoryAgentBench(source=str(MAB_JSON), protocol="official")
     assert isinstance(contexts[0], Context)
+
+
+def test_the_runner_hands_the_source_to_the_aggregate_so_results_break_down_per_dataset():
+    from evals.runner import summarize
+
+    def row(qid, dataset, score):
+        return {"id": qid, "condition": "full_context", "category": "Test_Time_Learning", "context_id": "c",
+                "scores": {"score": score, "exact_match": score}, "prompt_tokens": 1, "output_tokens": 1,
+                "truncated_tokens": 0, "answer_seconds": 0.0, "memorize_seconds": 0.0,
+                "item_meta": {"dataset": dataset, "source": dataset + "_x"}}
+
+    rows = [row("a", "icl_banking77", 1.0), row("b", "icl_banking77", 0.0), row("c", "icl_clinc150", 1.0)]
+    per_condition, _ = summarize(MemoryAgentBench(source="unused"), rows, ["full_context"])
+    per_dataset = per_condition["full_context"]["per_dataset"]
+    assert per_dataset["icl_banking77"]["score"] == 50.0 and per_dataset["icl_banking77"]["n"] == 2
+    assert per_dataset["icl_clinc150"]["score"] == 100.0
