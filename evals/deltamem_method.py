@@ -155,11 +155,7 @@ class DeltaMemMethod(ChatModelMethod):
     def memorize(self, history: History) -> None:
         self.reset()
         ids, segments, messages = self._history_tokens(history)
-        if ids:
-            self.backend.base_state = self._write([ids], [segments], [messages])
-        self.memory_model.reset_state()
-        self.memorized = True
-        self._update_prompt_writes()
+        self._keep(self._write([ids], [segments], [messages]) if ids else None)
 
     @torch.no_grad()
     def memorize_many(self, histories: Sequence[History]) -> None:
@@ -173,8 +169,12 @@ class DeltaMemMethod(ChatModelMethod):
         for batch in _token_batches([len(encoded[i][0]) for i in order], self.memorize_batch_tokens):
             chosen = [order[k] for k in batch]
             states.append(self._write(*([encoded[i][part] for i in chosen] for part in range(3))))
-        self.backend.base_state = MemoryState.cat(states)
-        self.backend.base_rows = {histories[i].context_id: row for row, i in enumerate(order)}
+        self._keep(MemoryState.cat(states), {histories[i].context_id: row for row, i in enumerate(order)})
+
+    def _keep(self, state: MemoryState | None, rows: dict[str, int] | None = None) -> None:
+        """Make `state` (and, for several histories, each context's row of it) the base every
+        question starts from; the model's own state is emptied and the question is read, not written."""
+        self.backend.base_state, self.backend.base_rows = state, rows
         self.memory_model.reset_state()
         self.memorized = True
         self._update_prompt_writes()

@@ -15,6 +15,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
+from deltamem.adapters import adapter_sha256
 from deltamem.session import SessionManager
 from deltamem.state import MemoryState
 from deltamem.state_store import StateStore
@@ -31,27 +32,21 @@ class DeltaMemSessionsMethod(DeltaMemMethod):
             raise ValueError("method=deltamem_sessions writes a call per message: write_chunks must be messages")
         super().__init__(loaded, name=name or "deltamem_sessions", **kwargs)
         self.sessions = SessionManager(
-            self.memory_model, self.builder, StateStore(Path(store)), self.cost()["adapter_sha256"] or "untrained",
+            self.memory_model, self.builder, StateStore(Path(store)), adapter_sha256(self.adapter) or "untrained",
             loaded.spec.name, window=self.write_chunk_size,
         )
         self.session_writes = 0  # sessions written (one save and one reload each)
 
     def memorize(self, history: History) -> None:
         self.reset()
-        state = self._through_sessions(history)
-        self.backend.base_state = state
-        self.memory_model.reset_state()
-        self.memorized = True
-        self._update_prompt_writes()
+        self._keep(self._through_sessions(history))
 
     def memorize_many(self, histories: Sequence[History]) -> None:
         self.reset()
+        if len({h.context_id for h in histories}) != len(histories):
+            raise ValueError("memorize_many got two histories with the same context id")
         states = [self._through_sessions(h) for h in histories]
-        self.backend.base_state = MemoryState.cat(states)
-        self.backend.base_rows = {h.context_id: row for row, h in enumerate(histories)}
-        self.memory_model.reset_state()
-        self.memorized = True
-        self._update_prompt_writes()
+        self._keep(MemoryState.cat(states), {h.context_id: row for row, h in enumerate(histories)})
 
     def _through_sessions(self, history: History) -> MemoryState:
         user = "ctx-" + hashlib.sha256(history.context_id.encode()).hexdigest()[:24]  # a safe file name
@@ -67,7 +62,7 @@ class DeltaMemSessionsMethod(DeltaMemMethod):
         return state
 
     def cost(self) -> dict[str, Any]:
-        return {**super().cost(), "session_writes": getattr(self, "session_writes", 0)}
+        return {**super().cost(), "session_writes": self.session_writes}
 
 
 __all__ = ["DeltaMemSessionsMethod"]

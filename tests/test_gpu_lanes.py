@@ -95,6 +95,8 @@ def test_a_finished_evaluation_is_not_rerun(lanes):
     argv, run, done = lanes.command(["eval", "tsw_a", "hotpotqa"])
     run.mkdir(parents=True)
     done.write_text(json.dumps({"conditions": {"no_context": {}, "full_context": {}, "memory_only": {}}}))
-    assert not lanes.scored(done, argv)  # memory_only_wrong_history is missing
+    conditions = lanes.eval_conditions("tsw_a", "hotpotqa")
+    assert f"task.conditions=[{','.join(conditions)}]" in argv  # what the step runs is what is checked
+    assert not lanes.scored(done, conditions)  # memory_only_wrong_history is missing
     done.write_text(json.dumps({"conditions": {c: {} for c in lanes.BENCHES["hotpotqa"][2]}}))
-    assert lanes.scored(done, argv)
+    assert lanes.scored(done, conditions)

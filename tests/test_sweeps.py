@@ -50,7 +50,8 @@ def test_every_sweep_composes_with_its_parameters(sweep):
 def test_every_table_row_picks_its_method_and_settings(row):
     with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
         cfg = compose("config", overrides=["sweep=paper_tables", f"table_row={row}", "benchmark=hotpotqa"])
-    assert cfg.method._target_.rsplit(".", 1)[0].split(".")[-1] in (row, "chat_method", "deltamem_method")
+    module = {"vanilla": "evals.chat_method", "deltamem": "evals.deltamem_method"}.get(row, f"baselines.{row}")
+    assert cfg.method._target_.rsplit(".", 1)[0] == module
     assert cfg.backbone.name == "smollm2_135m" and cfg.task._target_ == "evals.tasks.evaluate"
     if row == "memorybank":
         assert cfg.method.encoder == cfg.paper_tables.encoder

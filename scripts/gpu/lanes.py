@@ -140,7 +140,7 @@ def command(step: list[str], resolve_names: bool = True) -> tuple[list[str], Pat
         bench, *overrides = rest
         config, frozen, memory, defaults = BENCHES[bench]
         run = RUNS / name / f"eval_{bench}"
-        conditions = frozen if name == "frozen" else memory
+        conditions = eval_conditions(name, bench)
         method = ["method=vanilla"] if name == "frozen" else ["method=deltamem", f"adapter={RUNS / name / 'adapter'}"]
         argv = [*base, "task=eval", f"benchmark={config}", *method, f"task.conditions=[{','.join(conditions)}]",
                 *defaults, f"hydra.run.dir={run}", *overrides]
@@ -148,11 +148,16 @@ def command(step: list[str], resolve_names: bool = True) -> tuple[list[str], Pat
     raise ValueError(f"unknown step kind {kind!r} in {' '.join(step)} (expected train, retrain or eval)")
 
 
-def scored(results: Path, argv: list[str]) -> bool:
+def eval_conditions(run: str, bench: str) -> list[str]:
+    """The conditions an `eval RUN BENCH` step scores: the frozen ones for `frozen`, else δ-mem's."""
+    _, frozen, memory, _ = BENCHES[bench]
+    return frozen if run == "frozen" else memory
+
+
+def scored(results: Path, conditions: list[str]) -> bool:
     """Whether an eval step's results.json already holds every condition the step asks for (a
     finished evaluation is not rerun, so a code change since cannot refuse its folder)."""
-    asked = next(a for a in argv if a.startswith("task.conditions=")).split("=", 1)[1].strip("[]").split(",")
-    return set(asked) <= set(json.loads(results.read_text()).get("conditions", {}))
+    return set(conditions) <= set(json.loads(results.read_text()).get("conditions", {}))
 
 
 def run_lane(index: int, steps: list[list[str]], deadline: float, report: list[str]) -> None:
@@ -163,7 +168,8 @@ def run_lane(index: int, steps: list[list[str]], deadline: float, report: list[s
         except (RuntimeError, FileNotFoundError) as error:  # e.g. no arm has dev results yet
             report.append(f"lane {index}: {label}: not started ({error})")
             return
-        if done.exists() and (step[0] in ("train", "retrain") or scored(done, argv)):
+        trains = step[0] in ("train", "retrain")
+        if done.exists() and (trains or scored(done, eval_conditions(run.parent.name, step[2]))):
             report.append(f"lane {index}: {label}: already done")
             continue
         left = deadline - time.time()
