@@ -5,16 +5,18 @@
 # non-finite gradients instead of ending the arm.
 #   tsw       (session 10) the three pre-registered TSW learning rates, each scored on the dev split;
 #             the arm the dev rule selects (lanes.py `best:`) on HotpotQA, LoCoMo and IFEval
-#   variants  (session 11) MSW and SSW at the selected TSW rate (1e-3) on the dev split; the arm
-#             selected among all five on the test benchmarks (skipped if it is TSW's, already scored);
-#             TSW's IFEval check and both LoCoMo full_context runs (E3)
+#   variants  (session 11) MSW and SSW at the selected TSW rate (1e-3), and TSW 1e-3 at write length
+#             1,024 (the write-length knob; dev histories stay at 2,048, so every arm is scored on the
+#             same items), each on the dev split; the arm selected among all six on the test
+#             benchmarks (skipped if it is TSW's, already scored); TSW's IFEval check and both LoCoMo
+#             full_context runs (E3)
 #   seeds     (session 12) the selected arm retrained with seeds 1 and 2, each on both test benchmarks
 # Session 10's runs must be under $RUNS first on a fresh machine: scripts/gpu/restore_runs.sh.
 set -euo pipefail
 source scripts/gpu/env.sh
 G=training.nonfinite=skip
 TSW=best:tsw_lr2e-4,tsw_lr1e-3,tsw_lr5e-3
-ALL=best:tsw_lr2e-4,tsw_lr1e-3,tsw_lr5e-3,msw_lr1e-3,ssw_lr1e-3
+ALL=best:tsw_lr2e-4,tsw_lr1e-3,tsw_lr5e-3,msw_lr1e-3,ssw_lr1e-3,tsw_lr1e-3_w1024
 case "$1" in
   tsw) lanes=(
     "train tsw_lr2e-4 training.optim.lr=2e-4 $G | eval tsw_lr2e-4 episode_qa | eval $TSW hotpotqa | eval frozen locomo_full"
@@ -23,6 +25,7 @@ case "$1" in
   variants) lanes=(
     "train msw_lr1e-3 memory=msw training.optim.lr=1e-3 $G | eval msw_lr1e-3 episode_qa | eval $ALL hotpotqa"
     "train ssw_lr1e-3 memory=ssw training.optim.lr=1e-3 $G | eval ssw_lr1e-3 episode_qa | eval $ALL locomo"
+    "train tsw_lr1e-3_w1024 training.optim.lr=1e-3 training.max_write_length=1024 $G | eval tsw_lr1e-3_w1024 episode_qa"
     "eval tsw_lr1e-3 ifeval | eval frozen locomo_full | eval $ALL locomo_full") ;;
   seeds) lanes=(
     "retrain $ALL s1 seed=1 | eval $ALL+s1 hotpotqa | eval $ALL+s1 locomo"
