@@ -8,13 +8,16 @@
 #   variants  (session 11) MSW and SSW at the selected TSW rate (1e-3), and TSW 1e-3 at write length
 #             1,024 (the write-length knob; dev histories stay at 2,048, so every arm is scored on the
 #             same items), each on the dev split; the arm selected among all six on the test
-#             benchmarks (skipped if it is TSW's, already scored); TSW's IFEval check and both LoCoMo
-#             full_context runs (E3)
+#             benchmarks (skipped if it is TSW's, already scored); TSW's IFEval check. Checkpoints
+#             every 10 steps: a resume across device calls loses at most 9 steps
+#   e3        LoCoMo full_context (E3) for frozen and the selected arm: 1,986 prompts of ~22K tokens
+#             each, kept out of the training calls, whose steps it would slow
 #   seeds     (session 12) the selected arm retrained with seeds 1 and 2, each on both test benchmarks
 # Session 10's runs must be under $RUNS first on a fresh machine: scripts/gpu/restore_runs.sh.
 set -euo pipefail
 source scripts/gpu/env.sh
 G=training.nonfinite=skip
+C=training.checkpoint_every=10
 TSW=best:tsw_lr2e-4,tsw_lr1e-3,tsw_lr5e-3
 ALL=best:tsw_lr2e-4,tsw_lr1e-3,tsw_lr5e-3,msw_lr1e-3,ssw_lr1e-3,tsw_lr1e-3_w1024
 case "$1" in
@@ -23,14 +26,15 @@ case "$1" in
     "train tsw_lr1e-3 training.optim.lr=1e-3 $G | eval tsw_lr1e-3 episode_qa | eval $TSW locomo"
     "train tsw_lr5e-3 training.optim.lr=5e-3 $G | eval tsw_lr5e-3 episode_qa | eval $TSW ifeval") ;;
   variants) lanes=(
-    "train msw_lr1e-3 memory=msw training.optim.lr=1e-3 $G | eval msw_lr1e-3 episode_qa | eval $ALL hotpotqa"
-    "train ssw_lr1e-3 memory=ssw training.optim.lr=1e-3 $G | eval ssw_lr1e-3 episode_qa | eval $ALL locomo"
-    "train tsw_lr1e-3_w1024 training.optim.lr=1e-3 training.max_write_length=1024 $G | eval tsw_lr1e-3_w1024 episode_qa"
-    "eval tsw_lr1e-3 ifeval | eval frozen locomo_full | eval $ALL locomo_full") ;;
+    "train msw_lr1e-3 memory=msw training.optim.lr=1e-3 $G $C | eval msw_lr1e-3 episode_qa | eval $ALL hotpotqa"
+    "train ssw_lr1e-3 memory=ssw training.optim.lr=1e-3 $G $C | eval ssw_lr1e-3 episode_qa | eval $ALL locomo"
+    "train tsw_lr1e-3_w1024 training.optim.lr=1e-3 training.max_write_length=1024 $G $C | eval tsw_lr1e-3_w1024 episode_qa"
+    "eval tsw_lr1e-3 ifeval") ;;
+  e3) lanes=("eval frozen locomo_full" "eval $ALL locomo_full") ;;
   seeds) lanes=(
     "retrain $ALL s1 seed=1 | eval $ALL+s1 hotpotqa | eval $ALL+s1 locomo"
     "retrain $ALL s2 seed=2 | eval $ALL+s2 hotpotqa | eval $ALL+s2 locomo"
     "eval $ALL ifeval") ;;
-  *) echo "usage: $0 tsw|variants|seeds BUDGET_S" >&2; exit 2 ;;
+  *) echo "usage: $0 tsw|variants|e3|seeds BUDGET_S" >&2; exit 2 ;;
 esac
 python scripts/gpu/lanes.py --budget "$2" "${lanes[@]}"
