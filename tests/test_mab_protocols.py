@@ -141,3 +141,15 @@ def test_rescore_puts_one_run_under_each_protocol(tmp_path):
     # paper: Acc 1 (substring) and 1 ("0" in "label 0"), question-weighted 100;
     # official: SH-QA substring 1 -> AR 100, MCC EM of "label: 0" is 0 -> TTL 0; mean of categories 50
     assert overall == {"paper": 100.0, "official": 50.0}
+
+
+def test_task_eval_fits_the_prompts_to_the_backbone(tmp_path, monkeypatch):
+    from evals.tasks import evaluate
+
+    seen = []
+    monkeypatch.setattr(MemoryAgentBench, "fit_to", lambda self, tokenizer, window, kwargs: seen.append(window))
+    cfg = compose_config("task=eval", "benchmark=memory_agent_bench", f"benchmark.loader.source={MAB_JSON}",
+                         "method=vanilla", "backbone=tiny", "logger=none", "task.default_run_dir=null",
+                         "task.wandb_name=null", f"paths.output_dir={tmp_path / 'run'}")
+    results = evaluate(cfg, conditions=["no_context"], limit=1, progress=False)
+    assert seen == [4096] and results["protocol"] == "paper"  # the tiny backbone's max_position_embeddings
