@@ -29,13 +29,11 @@ from __future__ import annotations
 import re
 from collections import Counter
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from evals.mab_aggregate import first_match, macro_summary
-from evals.mab_recsys import MovieCatalog
+from evals.mab_recsys import MovieCatalog, configured_catalog
 from evals.text_metrics import normalize_answer
-from evals.types import BenchmarkDataError
 
 SPECIAL_ANSWERS = ("yes", "no", "noanswer")
 ROUGE_TYPES = ("rougeL", "rougeLsum")
@@ -199,10 +197,7 @@ class OfficialScorer:
         self.recsys_entities = recsys_entities
 
     def catalog(self) -> MovieCatalog:
-        if not self.recsys_entities:
-            raise BenchmarkDataError("recsys questions need benchmark.loader.recsys_entities (MemoryAgentBench's "
-                             "processed_data/Recsys_Redial/entity2id.json)")
-        return MovieCatalog.from_file(Path(self.recsys_entities))
+        return configured_catalog(self.recsys_entities)
 
     def route(self, source: str) -> str:
         rule = first_match(self.routes, source)

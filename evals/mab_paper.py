@@ -19,13 +19,11 @@ Aggregation is question-weighted throughout (evals/mab_aggregate.py `weighted_su
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from typing import Any, Sequence
 
 from evals.mab_aggregate import first_match, weighted_summary
-from evals.mab_recsys import MovieCatalog
+from evals.mab_recsys import configured_catalog
 from evals.text_metrics import first_nonempty_line, normalize_qa_span
-from evals.types import BenchmarkDataError
 
 METRICS = ("score", "accuracy", "f1", "recall@5")
 
@@ -102,10 +100,7 @@ class PaperScorer:
         aliases = clean_aliases(list(answers))
         scores = {"accuracy": accuracy(output, aliases), "f1": round(best_f1(output, aliases), self.round_digits)}
         if first_match([self.recsys], source):
-            if not self.recsys_entities:
-                raise BenchmarkDataError("recsys questions need benchmark.loader.recsys_entities (MemoryAgentBench's "
-                                 "processed_data/Recsys_Redial/entity2id.json)")
-            recall = MovieCatalog.from_file(Path(self.recsys_entities)).recall(output.strip(), aliases, (5,))[5]
+            recall = configured_catalog(self.recsys_entities).recall(output.strip(), aliases, (5,))[5]
             scores["recall@5"] = round(recall, self.round_digits)
         metric = (first_match(self.headline, source) or {"metric": self.headline_default})["metric"]
         if metric not in scores:

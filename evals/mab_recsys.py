@@ -116,6 +116,14 @@ class MovieCatalog:
         return {k: sum(movie in predicted[:k] for movie in gold) / len(gold) for k in ks}
 
 
+def configured_catalog(path: str | Path | None) -> MovieCatalog:
+    """The catalogue at `benchmark.loader.recsys_entities`, or an error saying that it must be set."""
+    if not path:
+        raise BenchmarkDataError("recsys questions need benchmark.loader.recsys_entities (MemoryAgentBench's "
+                                 "processed_data/Recsys_Redial/entity2id.json)")
+    return MovieCatalog.from_file(path)
+
+
 @lru_cache(maxsize=4)
 def _catalog(path: str) -> MovieCatalog:
     file = Path(path)
@@ -130,4 +138,4 @@ def _catalog(path: str) -> MovieCatalog:
     return MovieCatalog(data, origin=path)
 
 
-__all__ = ["MovieCatalog", "clean_line", "edit_distance", "movie_name", "recommendation_lines"]
+__all__ = ["MovieCatalog", "clean_line", "configured_catalog", "edit_distance", "movie_name", "recommendation_lines"]

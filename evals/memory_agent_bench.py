@@ -117,7 +117,8 @@ class MemoryAgentBench:
         if protocol not in PROTOCOLS:
             raise ValueError(f"unknown MemoryAgentBench protocol {protocol!r} (expected one of {tuple(PROTOCOLS)})")
         given = {"max_new_tokens": max_new_tokens, "paper": paper, "official": official}
-        settings = {**config_defaults(), **{k: v for k, v in given.items() if v is not None}}
+        defaults = config_defaults() if None in given.values() else {}
+        settings = {**defaults, **{k: v for k, v in given.items() if v is not None}}
         self.source = source if hasattr(source, "rows") else str(source)  # a hub id, a JSON file or a builder
         self.splits = tuple(splits)
         self.protocol = protocol
