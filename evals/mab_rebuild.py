@@ -17,7 +17,9 @@
 
 Every row is marked as what it is. Its `metadata.source` ends in `_rebuild` or `_standin`, and
 `metadata.rebuild` names its origin. `MemoryAgentBench` records that in every `results.json`
-(`data`), because these rows are not the hub file and their scores are not the paper's.
+(`data`), because these rows are not the hub file and their scores are not the paper's. `scored_as`
+(config) names the hub source whose generation budget, prompt templates and scoring rules a row
+takes (`metadata.scored_as`).
 """
 
 from __future__ import annotations
@@ -94,12 +96,14 @@ class ICLRebuild:
     DEFAULT_SHOTS = {"banking77": 180, "clinc150": 220}  # HELMET's 4k-token variants
 
     def __init__(self, data_dir: str, datasets: Sequence[str] = ("banking77", "clinc150"),
-                 shots: dict[str, int] | None = None, questions: int = 100, seed: int = 42):
+                 shots: dict[str, int] | None = None, questions: int = 100, seed: int = 42,
+                 scored_as: dict[str, str] | None = None):
         unknown = [d for d in datasets if d not in self.READERS]
         if unknown:
             raise ValueError(f"unknown ICL dataset(s) {unknown}; choose from {sorted(self.READERS)}")
         self.root, self.datasets, self.questions, self.seed = Path(data_dir), tuple(datasets), int(questions), int(seed)
         self.shots = {**self.DEFAULT_SHOTS, **(shots or {})}
+        self.scored_as = dict(scored_as or {})
 
     def rows(self) -> list[dict[str, Any]]:
         return [self.row(name) for name in self.datasets]
@@ -124,7 +128,8 @@ class ICLRebuild:
             "questions": [text for text, _ in asked],
             "answers": [[str(to_int[label])] for _, label in asked],
             "metadata": {"source": source, "rebuild": f"rebuilt offline from {name} (HELMET ICL construction), "
-                         f"seed {self.seed}; not the MemoryAgentBench hub row"},
+                         f"seed {self.seed}; not the MemoryAgentBench hub row",
+                         **({"scored_as": self.scored_as[name]} if name in self.scored_as else {})},
         }
 
 
@@ -147,10 +152,12 @@ RELATIONS = {  # relation → (fact template, question template, values)
 class FactConsolidationStandIn:
     """Selective-Forgetting rows: numbered facts with later updates, questions about the latest value."""
 
-    def __init__(self, rows: int = 2, people: int = 40, updates: float = 0.5, questions: int = 50, seed: int = 42):
+    def __init__(self, rows: int = 2, people: int = 40, updates: float = 0.5, questions: int = 50, seed: int = 42,
+                 scored_as: str | None = None):
         if not 0 <= updates <= 1:
             raise ValueError(f"updates is the share of facts that are later replaced, in [0, 1], got {updates}")
         self.count, self.people, self.updates, self.questions, self.seed = rows, people, updates, questions, seed
+        self.scored_as = scored_as
         if people > len(FIRST_NAMES) * len(FAMILY_NAMES):
             raise ValueError(f"at most {len(FIRST_NAMES) * len(FAMILY_NAMES)} people")
 
@@ -184,7 +191,8 @@ class FactConsolidationStandIn:
             "answers": [[latest[(w, r)]] for w, r in asked],
             "metadata": {"source": f"factconsolidation_sh_{len(lines)}facts_r{index}_standin",
                          "rebuild": f"a seeded stand-in for FactConsolidation (seed {self.seed}); "
-                         "not the MemoryAgentBench hub row"},
+                         "not the MemoryAgentBench hub row",
+                         **({"scored_as": self.scored_as} if self.scored_as else {})},
         }
 
 

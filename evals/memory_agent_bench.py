@@ -1,35 +1,39 @@
-"""MemoryAgentBench (AR, TTL, LRU, SF/Conflict_Resolution) under the δ-mem paper's protocol.
+"""MemoryAgentBench (AR, TTL, LRU, SF/Conflict_Resolution): loading, and its two protocols.
 
-One context per dataset row, one item per question ("inject once, query many"). The paper's
-protocol: a unified short-answer prompt, the context pre-clipped to `max_context_chars`
-characters (head third + tail two thirds around a marker), greedy decoding with per-source token
-budgets, and per-source metrics (substring exact match; token F1 for infbench_sum; Recall@5 for
-recsys_redial). Aggregates are question-weighted means, reported in percent.
+One context per dataset row, one item per question ("inject once, query many"). A protocol is a
+prompt builder and a scorer, both configured from `conf/benchmark/memory_agent_bench.yaml`, which
+holds every template, token budget and clip size with the file it comes from:
+- `paper`: the δ-mem release's evaluation (PAPER_PROTOCOL.md §5; evals/mab_prompts.py `PaperPrompts`,
+  evals/mab_paper.py);
+- `official`: MemoryAgentBench's own harness (EVAL_PROTOCOLS.md; evals/mab_prompts.py `OfficialPrompts`,
+  evals/mab_official.py).
+Both decode greedily with the source's `generation_max_length`, matched on the exact source string
+(4,096 for any other). A rebuilt row (evals/mab_rebuild.py) may name the hub source it is scored as
+(`metadata.scored_as`). Results record the protocol; aggregates are percentages.
 """
 
 from __future__ import annotations
 
 import re
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Sequence
 
+from omegaconf import OmegaConf
+
 from evals.data_files import load_hub_dataset, read_json
-from evals.text_metrics import normalize_answer, token_prf
+from evals.mab_official import OfficialScorer
+from evals.mab_paper import PaperScorer
+from evals.mab_prompts import OfficialPrompts, PaperPrompts
 from evals.types import BenchmarkDataError, Context, Generation, Item
 
 SPLITS = ("Accurate_Retrieval", "Test_Time_Learning", "Long_Range_Understanding", "Conflict_Resolution")
 CONDITIONS = ("full_context", "no_context", "memory_only", "recent_window")
-TRUNCATION_MARKER = "\n\n[... middle of the context truncated ...]\n\n"
-INSTRUCTION = (
-    "Answer the question using only the memory context. Give a short answer. "
-    'If the memory context does not support an answer, reply "I don\'t know".'
-)
-# Per-family max new tokens (paper protocol); matched by prefix of the dataset family.
-MAX_NEW_TOKENS = {"eventqa": 40, "ruler_qa": 50, "longmemeval": 50, "factconsolidation": 10, "icl_": 20}
-MAX_NEW_TOKENS.update({"recsys": 300, "infbench_sum": 1200, "detective_qa": 2000})
-DEFAULT_MAX_NEW_TOKENS = 50
-METRICS = ("score", "exact_match", "substring_exact_match", "f1", "recall@5")
+SHOWS_HISTORY = ("full_context", "recent_window")
+PROTOCOLS: dict[str, tuple[type, type]] = {
+    "paper": (PaperPrompts, PaperScorer),
+    "official": (OfficialPrompts, OfficialScorer),
+}
+CONFIG_FILE = Path(__file__).resolve().parents[1] / "conf" / "benchmark" / "memory_agent_bench.yaml"
 
 # The δ-mem paper's MemoryAgentBench scores (%), Qwen3-4B-Instruct-2507 backbone; SF = Conflict_Resolution.
 PAPER_NUMBERS: dict[str, dict[str, float]] = {
@@ -60,74 +64,10 @@ def dataset_family(source: str) -> str:
     return re.sub(r"(_(full|\d+k|\d+shot\w*|s\*?))+$", "", s) or s
 
 
-def max_new_tokens_for(family: str) -> int:
-    for prefix, budget in MAX_NEW_TOKENS.items():
-        if family.startswith(prefix):
-            return budget
-    return DEFAULT_MAX_NEW_TOKENS
-
-
-def clip_context(text: str, max_chars: int | None, marker: str = TRUNCATION_MARKER) -> str:
-    """Keep the first third and the last two thirds of a `max_chars` budget, joined by `marker`."""
-    if max_chars is None or len(text) <= max_chars:
-        return text
-    head = max_chars // 3
-    return text[:head] + marker + text[len(text) - (max_chars - head) :]
-
-
-def exact_match(output: str, aliases: Sequence[str]) -> float:
-    """1.0 when the whole normalised output equals some normalised alias."""
-    pred = normalize_answer(output)
-    return float(any(pred == normalize_answer(a) for a in aliases))
-
-
-def substring_exact_match(output: str, aliases: Sequence[str]) -> float:
-    """Paper accuracy: an alias equals the first line or the whole output, or is a substring of it."""
-    whole = normalize_answer(output)
-    first = normalize_answer(next((line for line in output.splitlines() if line.strip()), ""))
-    for alias in aliases:
-        gold = normalize_answer(alias)
-        if gold and (gold == whole or gold == first or gold in whole):
-            return 1.0
-    return 0.0
-
-
-def token_f1(output: str, aliases: Sequence[str]) -> float:
-    """Best token-level F1 (normalised bag of words) over the aliases."""
-    pred = normalize_answer(output).split()
-    return max((token_prf(pred, normalize_answer(alias).split())[2] for alias in aliases), default=0.0)
-
-
-_NUMBERED = re.compile(r"^\s*(?:\d{1,2}\s*[.)]|#\d+|[-*•])\s*")
-
-
-def _title_key(title: str) -> str:
-    """A normalised title without a "(1999)" year, for matching recommendations to gold items."""
-    return normalize_answer(re.sub(r"\(\s*\d{4}\s*\)", " ", title))
-
-
-def parse_ranked_list(output: str) -> list[str]:
-    """Normalised items of a numbered/bulleted, newline- or comma-separated list, in order."""
-    lines = [line for line in output.splitlines() if line.strip()]
-    numbered = [line for line in lines if _NUMBERED.match(line)]
-    if numbered:
-        parts = numbered
-    elif len(lines) == 1:
-        parts = re.split(r"[,;]", lines[0])
-    else:
-        parts = lines
-    items = [_title_key(re.split(r"\s+[-–—]\s+", _NUMBERED.sub("", part), maxsplit=1)[0]) for part in parts]
-    return [item for item in items if item]
-
-
-def recall_at_k(output: str, gold: Sequence[str], k: int = 5) -> float:
-    """Fraction of the gold items among the first k items the output lists."""
-    targets = {_title_key(g) for g in gold} - {""}
-    if not targets:
-        return 0.0
-    top = parse_ranked_list(output)[:k]
-    hits = sum(any(item == t or item.startswith(t + " ") for item in top) for t in targets)
-    return hits / len(targets)
+def config_defaults() -> dict[str, Any]:
+    """`max_new_tokens`, `paper` and `official` of the benchmark config, for instances built without them."""
+    loader = OmegaConf.load(CONFIG_FILE).loader
+    return {key: OmegaConf.to_container(loader[key], resolve=False) for key in ("max_new_tokens", *PROTOCOLS)}
 
 
 def _field_error(origin: str, split: str, index: int, field: str, why: str = "missing") -> BenchmarkDataError:
@@ -154,27 +94,41 @@ def _validate(row: Any, origin: str, split: str, index: int) -> None:
 
 
 class MemoryAgentBench:
-    """MemoryAgentBench loader, prompts, decoding budgets, metrics and question-weighted aggregation."""
+    """MemoryAgentBench loader, the chosen protocol's prompts and scores, and per-source token budgets.
+
+    `max_new_tokens`: `{by_source: {source: n}, default: n}`; `paper` / `official`: that protocol's
+    `{prompts: ..., scoring: ...}` settings. Left out, they are read from the benchmark config file.
+    """
 
     name = "memory_agent_bench"
 
     def __init__(
         self,
-        source: str = "ai-hyz/MemoryAgentBench",
+        source: Any = "ai-hyz/MemoryAgentBench",
         splits: Sequence[str] = SPLITS,
         protocol: str = "paper",
-        max_context_chars: int | None = 120_000,
         limit_rows: int | None = None,
         recent_window_chars: int = 16_000,
+        recsys_entities: str | None = None,
+        max_new_tokens: dict[str, Any] | None = None,
+        paper: dict[str, Any] | None = None,
+        official: dict[str, Any] | None = None,
     ) -> None:
-        if protocol != "paper":
-            raise ValueError(f"MemoryAgentBench protocol {protocol!r} is not implemented (only 'paper')")
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"unknown MemoryAgentBench protocol {protocol!r} (expected one of {tuple(PROTOCOLS)})")
+        given = {"max_new_tokens": max_new_tokens, "paper": paper, "official": official}
+        defaults = config_defaults() if None in given.values() else {}
+        settings = {**defaults, **{k: v for k, v in given.items() if v is not None}}
         self.source = source if hasattr(source, "rows") else str(source)  # a hub id, a JSON file or a builder
         self.splits = tuple(splits)
         self.protocol = protocol
-        self.max_context_chars = max_context_chars
         self.limit_rows = limit_rows
         self.recent_window_chars = int(recent_window_chars)
+        self.budgets = {str(k): int(v) for k, v in settings["max_new_tokens"]["by_source"].items()}
+        self.default_budget = int(settings["max_new_tokens"]["default"])
+        prompts_class, scorer_class = PROTOCOLS[protocol]
+        self.prompts = prompts_class(**settings[protocol]["prompts"])
+        self.scorer = scorer_class(**settings[protocol]["scoring"], recsys_entities=recsys_entities)
 
     def _rows(self) -> tuple[str, dict[str, list[Any]]]:
         if hasattr(self.source, "rows"):  # rows rebuilt offline (evals/mab_rebuild.py): the same checks follow
@@ -208,11 +162,13 @@ class MemoryAgentBench:
                 source = meta["source"]
                 family = dataset_family(source)
                 context_id = f"{split}:{index}"
-                text = clip_context(row["context"], self.max_context_chars)
                 if meta.get("rebuild"):  # not the hub row: the name says so wherever it is reported
                     family += "_standin" if source.endswith("_standin") else "_rebuild"
                     self.rebuilt[source] = str(meta["rebuild"])
-                context_meta = {"split": split, "source": source, "dataset": family, "chars": len(row["context"])}
+                scored_as = str(meta.get("scored_as") or source)
+                context_meta = {"split": split, "source": source, "dataset": family, "chars": len(row["context"]),
+                                "scored_as": scored_as}
+                text = self.prompts.context_text(row["context"])
                 contexts.append(Context(id=context_id, text=text, meta=context_meta))
                 pair_ids = meta.get("qa_pair_ids") or []
                 types = meta.get("question_types") or []
@@ -227,6 +183,7 @@ class MemoryAgentBench:
                             meta={
                                 "source": source,
                                 "dataset": family,
+                                "scored_as": scored_as,
                                 "qa_pair_id": pair_ids[j] if j < len(pair_ids) else None,
                                 "question_type": types[j] if j < len(types) else None,
                             },
@@ -240,68 +197,39 @@ class MemoryAgentBench:
         rebuilt = getattr(self, "rebuilt", None)
         return {"rebuilt_sources": dict(rebuilt), "hub_rows": False} if rebuilt else None
 
+    def fit_to(self, tokenizer: Any, window: int, template_kwargs: dict[str, Any]) -> None:
+        """Let prompts depend on the backbone (the paper protocol's token clip); task=eval calls this."""
+        fit = getattr(self.prompts, "fit", None)
+        if fit is not None:
+            fit(tokenizer, window, template_kwargs)
+
     def history_messages(self, context: Context) -> list[dict[str, str]]:
-        """The (clipped) context as one user message, what memory methods memorise."""
-        return [{"role": "user", "content": f"Memory context:\n{context.text}"}]
+        """What memory methods memorise: the protocol's form of the (clipped) context."""
+        return self.prompts.history_messages(context.text, context.meta["scored_as"])
 
     def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
-        """The unified prompt; the history is shown only under full_context / recent_window."""
+        """The protocol's prompt; the history is shown only under full_context / recent_window."""
         if condition not in CONDITIONS:
             raise ValueError(f"unknown condition {condition!r}; expected one of {CONDITIONS}")
-        history = context.text if context is not None else ""
-        if condition == "recent_window" and len(history) > self.recent_window_chars:
-            history = "[... earlier context omitted ...]\n" + history[-self.recent_window_chars :]
-        if condition in ("full_context", "recent_window"):
-            content = f"Memory context:\n{history}\n\n{INSTRUCTION}\n\nQuestion: {item.question}\nAnswer:"
-        else:  # no_context / memory_only: the question alone (memory_only reads the written state)
-            content = f"{INSTRUCTION}\n\nQuestion: {item.question}\nAnswer:"
-        return [{"role": "user", "content": content}]
+        history = None
+        if condition in SHOWS_HISTORY:
+            history = context.text if context is not None else ""
+            if condition == "recent_window":
+                history = history[-self.recent_window_chars :]
+        budget = self.max_new_tokens(item.meta["scored_as"])
+        return self.prompts.prompt(item.question, history, item.meta["scored_as"], budget)
+
+    def max_new_tokens(self, source: str) -> int:
+        """The source's generation budget, matched on the exact string."""
+        return self.budgets.get(source, self.default_budget)
 
     def generation(self, item: Item) -> Generation:
-        return Generation(max_new_tokens=max_new_tokens_for(item.meta["dataset"]), do_sample=False)
+        return Generation(max_new_tokens=self.max_new_tokens(item.meta["scored_as"]), do_sample=False)
 
     def score(self, output: str, item: Item) -> dict[str, float]:
-        """exact_match, substring_exact_match, f1 (+ recall@5 for recsys); `score` = the source's metric."""
-        family = item.meta["dataset"]
-        scores = {
-            "exact_match": exact_match(output, item.answers),
-            "substring_exact_match": substring_exact_match(output, item.answers),
-            "f1": token_f1(output, item.answers),
-        }
-        if family.startswith("recsys"):
-            scores["recall@5"] = recall_at_k(output, item.answers, 5)
-            scores["score"] = scores["recall@5"]
-        elif family.startswith("infbench_sum"):
-            scores["score"] = scores["f1"]
-        else:
-            scores["score"] = scores["substring_exact_match"]
-        return scores
+        """The protocol's per-question metrics; `score` is the source's headline metric."""
+        return self.scorer.score(output, item.answers, item.meta["scored_as"])
 
     def aggregate(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Question-weighted means (%) of every metric: overall, per split, per dataset if rows name one."""
-
-        def summary(group: Sequence[dict[str, Any]]) -> dict[str, Any]:
-            out: dict[str, Any] = {"n": len(group)}
-            for key in METRICS:
-                values = [float(r[key]) for r in group if isinstance(r.get(key), (int, float))]
-                if values:
-                    out[key] = 100.0 * sum(values) / len(values)
-            return out
-
-        by_category: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for row in rows:
-            by_category[str(row.get("category"))].append(row)
-            if row.get("dataset") is not None:
-                by_dataset[str(row["dataset"])].append(row)
-        per_category = {c: summary(g) for c, g in sorted(by_category.items())}
-        result: dict[str, Any] = {
-            "overall": 100.0 * sum(float(r["score"]) for r in rows) / len(rows) if rows else 0.0,
-            **summary(rows),
-            "per_category": per_category,
-            "category_mean": sum(c.get("score", 0.0) for c in per_category.values()) / max(1, len(per_category)),
-            "protocol": self.protocol,
-        }
-        if by_dataset:
-            result["per_dataset"] = {d: summary(g) for d, g in sorted(by_dataset.items())}
-        return result
+        """The protocol's averages (%): overall, per split, per dataset; `protocol` names it."""
+        return {**self.scorer.aggregate(rows), "protocol": self.protocol}

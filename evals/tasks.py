@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from deltamem import kernel_choice
 from deltamem.tasks import say
+from evals.chat_method import context_window
 from evals.fingerprint import check_or_record, eval_fields
 from evals.runner import EvalRunner, Shard, provenance
 from evals.tables import build_tables
@@ -51,6 +52,9 @@ def evaluate(
     data = benchmark.load()  # a missing or malformed data file fails here, before any model is loaded
     loaded = load_backbone(instantiate(cfg.backbone))
     method = instantiate(cfg.method)(loaded=loaded)
+    fit_to = getattr(benchmark, "fit_to", None)  # prompts that depend on the backbone (MemoryAgentBench's token clip)
+    if fit_to is not None and loaded.tokenizer is not None:
+        fit_to(loaded.tokenizer, context_window(loaded.model), dict(loaded.spec.chat_template_kwargs or {}))
     chosen = list(conditions) if conditions is not None else list(cfg.benchmark.conditions)
     info = {
         "backbone": {"name": loaded.spec.name, "hub_id": loaded.spec.hub_id, "loaded_from": loaded.loaded_from},

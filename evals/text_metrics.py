@@ -6,6 +6,9 @@ Two normalisations exist because the benchmarks' official scripts differ:
   articles a/an/the, collapse whitespace.
 - `normalize_locomo` (LoCoMo `task_eval`): drop commas first, then the same steps with "and" removed
   as well; LoCoMo then Porter-stems every token (`stem_tokens`, nltk is a hard dependency).
+- `normalize_qa_span` (the δ-mem release's `normalize_qa_span`, PAPER_PROTOCOL.md §2): lowercase, the
+  articles a/an/the replaced by a space, then every character that is neither a word character nor
+  whitespace replaced by a space (not deleted), whitespace collapsed.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from nltk.stem import PorterStemmer
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _ARTICLES_AND = re.compile(r"\b(a|an|the|and)\b")
+_NOT_WORD = re.compile(r"[^\w\s]")
 _STEMMER = PorterStemmer()
 
 
@@ -32,6 +36,12 @@ def normalize_answer(text: str) -> str:
     text = _strip_punctuation(str(text).lower())
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())
+
+
+def normalize_qa_span(text: str) -> str:
+    """The δ-mem release's span normaliser: "The U.S.-based firm's CEO" -> "u s based firm s ceo"."""
+    text = _ARTICLES.sub(" ", str(text).lower())
+    return " ".join(_NOT_WORD.sub(" ", text).split())
 
 
 def normalize_locomo(text: str) -> str:

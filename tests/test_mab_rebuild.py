@@ -105,14 +105,19 @@ def test_fact_consolidation_answers_the_latest_fact():
 
 def test_the_benchmark_marks_rebuilt_rows_in_names_and_results(tmp_path):
     write_intents(tmp_path)
-    source = RebuiltSplits({"Test_Time_Learning": [ICLRebuild(str(tmp_path), ["banking77"], {"banking77": 8}, 4)],
-                            "Conflict_Resolution": [FactConsolidationStandIn(rows=1, people=6, questions=3)]})
+    icl = ICLRebuild(str(tmp_path), ["banking77"], {"banking77": 8}, 4,
+                     scored_as={"banking77": "icl_banking77_5900shot_balance"})
+    facts = FactConsolidationStandIn(rows=1, people=6, questions=3, scored_as="factconsolidation_sh_6k")
+    source = RebuiltSplits({"Test_Time_Learning": [icl], "Conflict_Resolution": [facts]})
     bench = MemoryAgentBench(source=source, splits=["Test_Time_Learning", "Conflict_Resolution"])
     contexts, items = bench.load()
     assert [c.meta["dataset"] for c in contexts] == ["icl_banking77_rebuild", "factconsolidation_sh_standin"]
     assert bench.generation(items[0]).max_new_tokens == 20 and bench.generation(items[-1]).max_new_tokens == 10
     assert set(bench.data_note["rebuilt_sources"]) == {c.meta["source"] for c in contexts}
-    assert bench.score("label: 3", items[0])["exact_match"] == 0.0
+    assert bench.score("label: 3", items[0])["accuracy"] == float(items[0].answers == ["3"])  # paper: substring
+    unmarked = MemoryAgentBench(source=RebuiltSplits({"Conflict_Resolution": [FactConsolidationStandIn(rows=1)]}),
+                                splits=["Conflict_Resolution"])
+    assert unmarked.generation(unmarked.load()[1][0]).max_new_tokens == 4096  # its own name is no hub source
     with pytest.raises(BenchmarkDataError, match="builds no rows for split"):
         MemoryAgentBench(source=source, splits=["Accurate_Retrieval"]).load()
 
