@@ -204,3 +204,30 @@ def test_hotpot_official_and_v0_scores(output, gold, em, f1_official, f1_v0):
     assert official == {"em": em, "f1": pytest.approx(f1_official, abs=1e-12)}
     old_paper = HotpotQA(source="unused.json", protocol=HOTPOT_V0).score(output, item)
     assert old_paper == {"em": em, "f1": pytest.approx(f1_v0, abs=1e-12)}
+
+
+# ----------------------------------------------------------------------------- GPQA
+
+GPQA_V0 = "paper"  # (today) today's GPQA `paper`: sha256 permutation with seed 0, this prompt, the old cascade
+GPQA_CSV = Path(__file__).resolve().parent / "fixtures" / "gpqa_fixture.csv"  # invented questions
+
+
+def test_gpqa_v0_prompt_and_order():
+    from evals.gpqa import GPQADiamond
+
+    bench = GPQADiamond(source=str(GPQA_CSV), protocol=GPQA_V0)
+    items = bench.load()[1]
+    assert [i.meta["permutation"] for i in items[:2]] == [[2, 1, 0, 3], [1, 0, 3, 2]]
+    assert [i.id for i in items[:2]] == ["recFixtureQ0000001/s0", "recFixtureQ0000002/s0"]
+    content = bench.prompt(items[0], None, "no_context")[0]["content"]
+    assert content == (
+        "Answer the following multiple-choice question. Reason step by step if it helps, then end your reply with "
+        'your final answer as JSON, exactly {"answer": "X"}, where X is one of A, B, C or D.\n\n'
+        "Question: A toy cart of mass 2 kg is pushed with a constant net force of 6 N. What is its acceleration?\n\n"
+        "A) 0.33 m/s^2\nB) 12 m/s^2\nC) 3 m/s^2\nD) 8 m/s^2"
+    )
+    after_think = bench.score("<think>the answer is A</think> maybe b", items[0])
+    assert after_think == {"accuracy": 0.0, "extraction_failed": 0.0}  # A, read from inside the think block
+    # lower-case letters are not read outside JSON: "a" is an article here
+    assert bench.score("The correct answer is a subtle one.", items[0])["extraction_failed"] == 1.0
+    assert bench.score("Answer: c", items[0]) == {"accuracy": 0.0, "extraction_failed": 1.0}
