@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from deltamem import kernel_choice
 from deltamem.tasks import say
+from evals.chat_method import context_window
 from evals.fingerprint import check_or_record, eval_fields
 from evals.runner import EvalRunner, Shard, provenance
 from evals.tables import build_tables
@@ -50,6 +51,8 @@ def evaluate(
     benchmark = instantiate(cfg.benchmark.loader)
     data = benchmark.load()  # a missing or malformed data file fails here, before any model is loaded
     loaded = load_backbone(instantiate(cfg.backbone))
+    if hasattr(benchmark, "bind_tokenizer"):  # a protocol that counts prompt tokens (LoCoMo paper's truncation)
+        benchmark.bind_tokenizer(loaded.tokenizer, context_window(loaded.model))
     method = instantiate(cfg.method)(loaded=loaded)
     chosen = list(conditions) if conditions is not None else list(cfg.benchmark.conditions)
     info = {

@@ -15,7 +15,7 @@ from evals.hotpotqa import HotpotQA
 from evals.locomo import LoCoMo
 from evals.types import Item
 
-LOCOMO_V0 = "paper"  # (today) the name today's LoCoMo `paper` protocol is kept under
+LOCOMO_V0 = "paper_v0"  # the name today's LoCoMo `paper` protocol is kept under
 HOTPOT_V0 = "paper"  # (today) today's HotpotQA `paper` (the official prompt, F1 without the yes/no rule)
 
 
@@ -135,7 +135,7 @@ LOCOMO_V0_SCORES = [
 
 @pytest.mark.parametrize("output, gold, category, processed, score", LOCOMO_V0_SCORES)
 def test_locomo_v0_scores(output, gold, category, processed, score):
-    from evals.locomo import postprocess as postprocess_v0
+    from evals.locomo_score import postprocess_v0
 
     assert postprocess_v0(output) == processed
     bench = LoCoMo(source="unused.json", protocol=LOCOMO_V0)
