@@ -16,7 +16,7 @@ from evals.locomo import LoCoMo
 from evals.types import Item
 
 LOCOMO_V0 = "paper_v0"  # the name today's LoCoMo `paper` protocol is kept under
-HOTPOT_V0 = "paper"  # (today) today's HotpotQA `paper` (the official prompt, F1 without the yes/no rule)
+HOTPOT_V0 = "paper_v0"  # today's HotpotQA `paper` (the official prompt, F1 without the yes/no rule)
 
 
 def _turn(speaker: str, dia: str, text: str, caption: str | None = None) -> dict:
@@ -208,7 +208,7 @@ def test_hotpot_official_and_v0_scores(output, gold, em, f1_official, f1_v0):
 
 # ----------------------------------------------------------------------------- GPQA
 
-GPQA_V0 = "paper"  # (today) today's GPQA `paper`: sha256 permutation with seed 0, this prompt, the old cascade
+GPQA_V0 = "paper_v0"  # today's GPQA `paper`: sha256 permutation with seed 0, this prompt, the old cascade
 GPQA_CSV = Path(__file__).resolve().parent / "fixtures" / "gpqa_fixture.csv"  # invented questions
 
 
