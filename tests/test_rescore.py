@@ -51,9 +51,20 @@ def test_both_protocols_score_the_same_outputs(tmp_path):
     assert paper["conditions"]["full_context"]["f1"] == pytest.approx(100 * (0.5 + 0.6667) / 2)  # 58.335
     assert official["conditions"]["full_context"]["em"] == paper["conditions"]["full_context"]["em"] == 0.0
     assert paper["protocol"] == "paper" and paper["rescored_from"] == {"run": str(run), "protocol": "official"}
+    assert paper["protocol_source"].startswith("declare-lab/delta-Mem@5cd5d91 ")
+    assert v0["protocol_source"] == "harness paraphrase, superseded 2026-12-03 (paper_v0)"
     vectors = [json.loads(line) for line in (tmp_path / "paper" / "scores.jsonl").read_text().splitlines()]
     assert [(v["id"], v["f1"]) for v in vectors] == [("q1", 0.5), ("q2", 0.6667)]
     assert json.loads((run / "results.json").read_text())["conditions"] == {}  # the run itself is untouched
+
+
+def test_a_legacy_paper_run_is_named_paper_v0_when_rescored(tmp_path):
+    data, run = finished_run(tmp_path, {"q1": "yes", "q2": "Oslo"})
+    (run / "results.json").write_text(json.dumps({"benchmark": "hotpotqa", "protocol": "paper", "method": "vanilla",
+                                                  "conditions": {}}))  # written before protocol_source existed
+    again = rescored(data, run, "official", tmp_path / "official")
+    assert again["rescored_from"] == {"run": str(run), "protocol": "paper_v0"}
+    assert again["protocol"] == "official" and "hotpot_evaluate_v1" in again["protocol_source"]
 
 
 def test_a_run_of_other_items_or_another_benchmark_is_refused(tmp_path):
