@@ -25,7 +25,7 @@ order.
 
 Records: `Answer.extra` holds `retrieved_chunks` (chunk indices, prompt order), `retrieval_scores`,
 and, when the history is LoCoMo's, `retrieved_dia_ids`: the dialog ids the retrieved chunks cover.
-LoCoMo's history rendering (`evals.locomo.render_session`) does not print dialog ids, so they are
+LoCoMo's history rendering (`evals.locomo_render.memory_message`) does not print dialog ids, so they are
 recovered by position: every history message in LoCoMo's session format (``DATE: ...`` line,
 ``CONVERSATION:`` line, then one ``<speaker> said, "..."`` line per turn) is session 1, 2, ... in
 order (LoCoMo numbers sessions 1..N without gaps: true of all ten conversations of locomo10.json),

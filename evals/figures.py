@@ -20,6 +20,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from evals.paired import bootstrap_mean_ci, check_against_results, load_run, overall_exclusions  # noqa: E402
+from evals.protocols import effective_protocol  # noqa: E402
 from evals.score_vectors import condition_vectors, main_metric  # noqa: E402
 
 COLOURS = {
@@ -76,7 +77,7 @@ def bar_stats(
         condition = spec["condition"]
         rows = [condition_vectors(vectors, condition) for _, vectors in loaded]
         chosen = spec.get("metric") or metric or main_metric(rows[0])
-        exclude = overall_exclusions(results0["benchmark"], results0.get("protocol"))
+        exclude = overall_exclusions(results0["benchmark"], effective_protocol(results0))
         values = []
         for (results, _), run_rows in zip(loaded, rows):
             check_against_results(results, condition, chosen, run_rows, exclude)

@@ -1,10 +1,14 @@
 """GPQA-Diamond: 198 four-way multiple-choice science questions, no history.
 
-Options are shuffled per question by a permutation derived from a stable hash of `Record ID` and a
-seed (hashlib, so it is the same on every machine and Python version). The model is asked for
-`{"answer": "C"}`; `extract_letter` reads the letter back through a cascade of forms and the
-extraction-failure rate is reported next to accuracy. The authors ask that GPQA questions never
-appear in plain text: nothing here prints or stores question text outside memory.
+Each question's options are put in an order derived from a stable hash of `Record ID` and a seed, by
+the protocol's rule (`conf/benchmark/gpqa.yaml`, `loader.prompts`):
+- "paper": the δ-mem release exactly (PAPER_PROTOCOL.md §4): h = md5("{Record ID}:{seed}"), seed 42,
+  `random.Random(int(h[:8], 16)).shuffle([0, 1, 2, 3])`; its prompt; its extraction cascade.
+- "paper_v0" / "official": the harness before 2026-12-03: one of the 24 permutations picked by
+  sha256("{Record ID}|{seed}"), seed 0; its prompt; its cascade (`evals/gpqa_extract.py`).
+Slot k shows original option `order[k]` (0 = correct, 1..3 = incorrect 1..3). The extraction-failure
+rate is reported next to accuracy. The authors ask that GPQA questions never appear in plain text:
+nothing here prints or stores question text outside memory.
 """
 
 from __future__ import annotations
@@ -13,12 +17,14 @@ import csv
 import hashlib
 import io
 import itertools
-import re
+import random
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from evals.data_files import read_text
+from evals.gpqa_extract import EXTRACTORS
+from evals.templates import fill, protocol_prompts, protocols_of
 from evals.types import BenchmarkDataError, Context, Generation, Item
 
 LETTERS = "ABCD"
@@ -33,6 +39,7 @@ REQUIRED_COLUMNS = (
 )
 CONDITIONS = ("full_context", "no_context", "memory_only", "recent_window")
 MAX_NEW_TOKENS = 8192
+REQUIRED = ("source", "user", "option", "option_join", "option_order", "seed", "extraction")
 _PERMUTATIONS = list(itertools.permutations(range(4)))  # 24, in lexicographic order
 
 # The δ-mem paper's GPQA-Diamond accuracy (%), Qwen3-4B-Instruct-2507 backbone.
@@ -43,52 +50,24 @@ PAPER_NUMBERS: dict[str, dict[str, float]] = {
 
 
 def option_permutation(record_id: str, seed: int = 0) -> list[int]:
-    """perm[i] = which original option is shown at letter i (0 = correct, 1..3 = incorrect 1..3)."""
+    """paper_v0's order: perm[i] = the original option shown at letter i (sha256 of "{id}|{seed}")."""
     digest = hashlib.sha256(f"{record_id}|{seed}".encode("utf-8")).digest()
     return list(_PERMUTATIONS[int.from_bytes(digest[:8], "big") % len(_PERMUTATIONS)])
 
 
-_JSON_RE = re.compile(r"""\{\s*["']?answer["']?\s*:\s*["']?\s*\(?\s*([A-Da-d])\s*\)?\s*["']?\s*\}""", re.I)
-_BOXED_RE = re.compile(r"\\boxed\s*\{\s*(?:\\(?:text|mathrm|textbf)\s*\{)?\s*\(?\s*([A-D])\s*\)?\s*\}")
-_ANSWER_RE = re.compile(
-    r"answer(?:\s+is|\s*:)[\s:*_]*(?:option\s+|choice\s+)?[(\[]?\s*([A-D])\s*[)\]]?(?![A-Za-z0-9])", re.I
-)
-_LONE_RE = re.compile(r"^[(\[]?([A-D])[)\]]?[.:]?$")
+def release_order(record_id: str, seed: int = 42) -> list[int]:
+    """The release's order: [0, 1, 2, 3] shuffled by Python's MT19937 seeded with md5("{id}:{seed}")[:8]."""
+    order = [0, 1, 2, 3]
+    random.Random(int(release_hash(record_id, seed)[:8], 16)).shuffle(order)
+    return order
 
 
-def _last_group(pattern: re.Pattern[str], text: str, fold_case: bool = False) -> str | None:
-    """The captured letter of the last match, upper-cased; case-sensitive letters unless fold_case."""
-    found = None
-    for match in pattern.finditer(text):
-        letter = match.group(1)
-        if fold_case or letter.isupper():
-            found = letter.upper()
-    return found
+def release_hash(record_id: str, seed: int = 42) -> str:
+    """md5("{Record ID}:{seed}") in hex, whose first 8 digits seed the release's shuffle."""
+    return hashlib.md5(f"{record_id}:{seed}".encode("utf-8")).hexdigest()
 
 
-def _extract(text: str) -> str | None:
-    for pattern, fold in ((_JSON_RE, True), (_BOXED_RE, False), (_ANSWER_RE, False)):
-        letter = _last_group(pattern, text, fold)
-        if letter is not None:
-            return letter
-    lines = [line.strip().strip("*`_ ").strip() for line in text.splitlines()]
-    lines = [line for line in lines if line]
-    for line in lines[-1:] + lines[:1]:  # the last line wins over the first
-        match = _LONE_RE.match(line)
-        if match:
-            return match.group(1)
-    return None
-
-
-def extract_letter(text: str) -> str | None:
-    """The answer letter A–D in a model output, or None (JSON > \\boxed > "answer is" > lone letter)."""
-    if not text:
-        return None
-    if "</think>" in text:  # a reasoning block: prefer what follows it
-        letter = _extract(text.rsplit("</think>", 1)[1])
-        if letter is not None:
-            return letter
-    return _extract(text)
+ORDERS = {"md5_shuffle": release_order, "sha256_permutation": option_permutation}
 
 
 def _read_csv(path: Path) -> list[dict[str, str]]:
@@ -102,24 +81,34 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
 
 
 class GPQADiamond:
-    """GPQA-Diamond under the paper's protocol (shuffled options, JSON letter, greedy, 8,192 tokens)."""
+    """GPQA-Diamond under a protocol's option order, prompt and extraction (greedy, 8,192 tokens)."""
 
     name = "gpqa"
 
     def __init__(
         self,
         source: str = "Idavidrein/gpqa",
-        seed: int = 0,
+        seed: int | None = None,
         protocol: str = "paper",
         hub_config: str = "gpqa_diamond",
         hub_split: str = "train",
         max_new_tokens: int = MAX_NEW_TOKENS,
+        prompts: Mapping[str, Any] | None = None,
     ) -> None:
-        if protocol not in ("paper", "official"):  # GPQA defines one protocol; both names select it
-            raise ValueError(f"unknown GPQA protocol {protocol!r} (expected 'paper' or 'official')")
+        known = tuple(prompts) if prompts is not None else protocols_of(self.name)
+        if protocol not in known:
+            raise ValueError(f"unknown GPQA protocol {protocol!r} (expected one of {known})")
         self.source = str(source)
-        self.seed = int(seed)
         self.protocol = protocol
+        self.templates = protocol_prompts(self.name, protocol, prompts, REQUIRED)
+        self.protocol_source = str(self.templates["source"])
+        if self.templates["option_order"] not in ORDERS:
+            raise ValueError(f"unknown GPQA option_order {self.templates['option_order']!r} (expected {tuple(ORDERS)})")
+        if self.templates["extraction"] not in EXTRACTORS:
+            raise ValueError(f"unknown GPQA extraction {self.templates['extraction']!r} (expected {tuple(EXTRACTORS)})")
+        self.order = ORDERS[self.templates["option_order"]]
+        self.extract = EXTRACTORS[self.templates["extraction"]]
+        self.seed = int(self.templates["seed"] if seed is None else seed)
         self.hub_config = hub_config
         self.hub_split = hub_split
         self.max_new_tokens = int(max_new_tokens)
@@ -148,7 +137,7 @@ class GPQADiamond:
                 raise BenchmarkDataError(f"{origin}: record {index} repeats Record ID {record_id!r}")
             seen.add(record_id)
             original = [row["Correct Answer"]] + [row[f"Incorrect Answer {k}"] for k in (1, 2, 3)]
-            perm = option_permutation(record_id, self.seed)
+            perm = self.order(record_id, self.seed)
             correct = LETTERS[perm.index(0)]
             items.append(
                 Item(
@@ -172,19 +161,17 @@ class GPQADiamond:
         """The same single user turn under every condition (GPQA has no history)."""
         if condition not in CONDITIONS:
             raise ValueError(f"unknown condition {condition!r}; expected one of {CONDITIONS}")
-        options = "\n".join(f"{letter}) {text}" for letter, text in zip(LETTERS, item.meta["options"]))
-        content = (
-            "Answer the following multiple-choice question. Reason step by step if it helps, then end "
-            'your reply with your final answer as JSON, exactly {"answer": "X"}, where X is one of '
-            f"A, B, C or D.\n\nQuestion: {item.question}\n\n{options}"
+        t = self.templates
+        options = t["option_join"].join(
+            fill(t["option"], letter=letter, text=text) for letter, text in zip(LETTERS, item.meta["options"])
         )
-        return [{"role": "user", "content": content}]
+        return [{"role": "user", "content": fill(t["user"], question=item.question, options=options)}]
 
     def generation(self, item: Item) -> Generation:
         return Generation(max_new_tokens=self.max_new_tokens, do_sample=False)
 
     def score(self, output: str, item: Item) -> dict[str, float]:
-        letter = extract_letter(output)
+        letter = self.extract(output)
         return {
             "accuracy": float(letter is not None and letter == item.meta["correct_letter"]),
             "extraction_failed": float(letter is None),
@@ -213,5 +200,6 @@ class GPQADiamond:
                 for domain, group in sorted(by_domain.items())
             },
             "protocol": self.protocol,
+            "protocol_source": self.protocol_source,
             "seed": self.seed,
         }

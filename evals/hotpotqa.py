@@ -3,20 +3,32 @@
 Accepts the official JSON list (`_id, question, answer, context [[title, [sentences]]],
 supporting_facts, type?, level?`) or the HF dataset `hotpotqa/hotpot_qa` (context as
 `{title: [...], sentences: [[...]]}`); both are normalised to the same records. One context per
-question (its passages). Protocols differ only in the metric:
-- "official": `hotpot_evaluate_v1` — F1 is 0 when either side normalises to yes/no/noanswer and
-  the two differ.
-- "paper": the public δ-mem release's F1, which omits that rule.
+question (its passages). Protocols, each a prompt set in `conf/benchmark/hotpotqa.yaml`
+(`loader.prompts`) with a scorer:
+- "official": the harness prompt; `hotpot_evaluate_v1`'s metric — F1 is 0 when either side normalises
+  to yes/no/noanswer and the two differ.
+- "paper": the δ-mem release's evaluation exactly (PAPER_PROTOCOL.md §2): its prompt and passage
+  blocks, `normalize_qa_span` (punctuation → space), F1 1 when both sides normalise to nothing, no
+  yes/no rule, per-question F1 rounded to 4 decimals, breakdowns by type and level.
+- "paper_v0": what `paper` named until 2026-12-03: the official prompt and metric without the yes/no rule.
 `score` gives fractions in [0, 1]; `aggregate` and `PAPER_NUMBERS` are percentages.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from evals.data_files import looks_like_a_path, missing_file, read_json
-from evals.text_metrics import exact_match, first_nonempty_line, normalize_answer, token_prf, weighted_means
+from evals.templates import fill, protocol_prompts, protocols_of
+from evals.text_metrics import (
+    exact_match,
+    first_nonempty_line,
+    normalize_answer,
+    normalize_qa_span,
+    token_prf,
+    weighted_means,
+)
 from evals.types import BenchmarkDataError, Context, Generation, Item
 
 # Qwen3-4B-Instruct-2507, EM / F1 %.
@@ -27,11 +39,13 @@ PAPER_NUMBERS: dict[str, dict[str, float]] = {
 
 CONDITIONS = ("full_context", "no_context", "memory_only", "recent_window")
 SPECIAL_ANSWERS = ("yes", "no", "noanswer")
-INSTRUCTION = (
-    "Answer the question using only the passages. Reply with just a short answer span from the "
-    "passages, or with yes or no."
-)
-QUESTION_INSTRUCTION = "Answer the question. Reply with just a short answer span, or with yes or no."
+REQUIRED = (
+    "source", "user", "user_no_context", "passage", "passage_join", "no_passages", "skip_empty_passages",
+    "strip_question", "scorer",
+)  # fmt: skip
+SCORERS = ("release", "official", "v0")
+DECIMALS = 4  # the release rounds each question's F1 before averaging
+Numbered = list[tuple[int, tuple[str, list[str]]]]
 
 
 class HotpotQA:
@@ -47,14 +61,21 @@ class HotpotQA:
         limit: int | None = None,
         protocol: str = "official",
         window_chars: int = 2000,
+        prompts: Mapping[str, Any] | None = None,
     ) -> None:
-        if protocol not in ("paper", "official"):
-            raise ValueError(f"unknown HotpotQA protocol {protocol!r} (expected 'paper' or 'official')")
+        known = tuple(prompts) if prompts is not None else protocols_of(self.name)
+        if protocol not in known:
+            raise ValueError(f"unknown HotpotQA protocol {protocol!r} (expected one of {known})")
         self.source = str(source)
         self.split = split
         self.config = config
         self.limit = None if limit is None else int(limit)
         self.protocol = protocol
+        self.templates = protocol_prompts(self.name, protocol, prompts, REQUIRED)
+        self.protocol_source = str(self.templates["source"])
+        self.scorer = str(self.templates["scorer"])
+        if self.scorer not in SCORERS:
+            raise ValueError(f"unknown HotpotQA scorer {self.scorer!r} (expected one of {SCORERS})")
         self.window_chars = int(window_chars)
 
     # ----------------------------------------------------------------- loading
@@ -92,7 +113,7 @@ class HotpotQA:
                     raise BenchmarkDataError(f"{where}: missing field {field!r}")
             passages = _passages(record["context"], where)
             context = Context(id=str(qid), meta={"passages": passages})
-            context.text = render_passages(passages)
+            context.text = self.render_passages(list(enumerate(passages, start=1)))
             context.messages = [{"role": "user", "content": context.text}]
             contexts.append(context)
             meta: dict[str, Any] = {"supporting_facts": _supporting_facts(record.get("supporting_facts"))}
@@ -111,28 +132,44 @@ class HotpotQA:
         """The passages as plain text."""
         return context.text
 
+    def render_passage(self, index: int, title: str, sentences: Sequence[str]) -> str | None:
+        """Passage `index` through the protocol's template; None when the protocol skips it (no text)."""
+        text = passage_text(sentences)
+        if not text and self.templates["skip_empty_passages"]:
+            return None
+        return fill(self.templates["passage"], index=index, title=title, text=text)
+
+    def render_passages(self, numbered: Numbered) -> str:
+        """The context block: the numbered passages joined, or `no_passages` when none is shown."""
+        blocks = [b for i, (t, s) in numbered if (b := self.render_passage(i, t, s)) is not None]
+        return self.templates["passage_join"].join(blocks) if blocks else str(self.templates["no_passages"])
+
     def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
         """A single user turn: instruction, passages (where the condition shows them), question."""
         if condition not in CONDITIONS:
             raise ValueError(f"unknown condition {condition!r} (expected one of {CONDITIONS})")
-        question = f"Question: {item.question}\nAnswer:"
+        question = item.question.strip() if self.templates["strip_question"] else item.question
         if condition in ("no_context", "memory_only"):
-            return [{"role": "user", "content": f"{QUESTION_INSTRUCTION}\n\n{question}"}]
+            content = fill(self.templates["user_no_context"], context=self.render_passages([]), question=question)
+            return [{"role": "user", "content": content}]
         if context is None:
             raise ValueError(f"condition {condition!r} needs the item's context")
-        passages = context.meta["passages"]
-        numbered = list(enumerate(passages, start=1))
+        numbered = list(enumerate(context.meta["passages"], start=1))
         if condition == "recent_window":
             numbered = self._recent(numbered)
-        body = "\n\n".join(render_passage(i, title, sentences) for i, (title, sentences) in numbered)
-        return [{"role": "user", "content": f"{INSTRUCTION}\n\n{body}\n\n{question}"}]
+        content = fill(self.templates["user"], context=self.render_passages(numbered), question=question)
+        return [{"role": "user", "content": content}]
 
-    def _recent(self, numbered: list[tuple[int, tuple[str, list[str]]]]) -> list[tuple[int, tuple[str, list[str]]]]:
+    def _recent(self, numbered: Numbered) -> Numbered:
         """The last whole passages fitting `window_chars` (original numbering kept)."""
-        keep: list[tuple[int, tuple[str, list[str]]]] = []
+        keep: Numbered = []
         used = 0
+        joint = len(self.templates["passage_join"])
         for i, (title, sentences) in reversed(numbered):
-            used += len(render_passage(i, title, sentences)) + 2
+            block = self.render_passage(i, title, sentences)
+            if block is None:
+                continue
+            used += len(block) + joint
             if used > self.window_chars:
                 break
             keep.insert(0, (i, (title, sentences)))
@@ -144,18 +181,26 @@ class HotpotQA:
 
     # ----------------------------------------------------------------- scoring
     def score(self, output: str, item: Item) -> dict[str, float]:
-        """EM and F1 of the first non-empty output line against the gold answer."""
-        prediction = first_nonempty_line(output)
+        """EM and F1 of the first non-empty output line against the gold answer, by the protocol's scorer."""
         gold = item.answers[0]
-        return {"em": exact_match(prediction, gold), "f1": hotpot_f1(prediction, gold, self.protocol == "official")}
+        if self.scorer == "release":
+            prediction, reference = normalize_qa_span(first_nonempty_line(output)), normalize_qa_span(gold.strip())
+            return {"em": float(prediction == reference), "f1": release_f1(prediction, reference)}
+        prediction = first_nonempty_line(output)
+        return {"em": exact_match(prediction, gold), "f1": hotpot_f1(prediction, gold, self.scorer == "official")}
 
     def aggregate(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        """Question-weighted EM/F1 (%) overall and per question type ("None" when records have no type).
+        """Question-weighted EM/F1 (%) overall and per question type ("None" when records have no type);
+        under the release's scorer also per `level` where the records carry one.
 
         `overall` is EM, the figure the paper's aggregate averages.
         """
         means = weighted_means(rows, ("em", "f1"))
-        return {"overall": means["em"], **means, "protocol": self.protocol}
+        out = {"overall": means["em"], **means, "protocol": self.protocol, "protocol_source": self.protocol_source}
+        if self.scorer == "release" and any(row.get("level") is not None for row in rows):
+            by_level = [{**row, "category": row.get("level")} for row in rows]
+            out["per_level"] = weighted_means(by_level, ("em", "f1"))["per_category"]
+        return out
 
 
 def hotpot_f1(prediction: str, gold: str, yes_no_rule: bool = True) -> float:
@@ -166,15 +211,17 @@ def hotpot_f1(prediction: str, gold: str, yes_no_rule: bool = True) -> float:
     return token_prf(pred.split(), ref.split())[2]
 
 
-def render_passage(index: int, title: str, sentences: Sequence[str]) -> str:
-    """`Passage {i} - {title}: ` followed by the passage's sentences."""
-    text = " ".join(s.strip() for s in sentences if s.strip())
-    return f"Passage {index} - {title}: {text}"
+def release_f1(prediction: str, reference: str) -> float:
+    """The release's token F1 of two normalised strings: 1 when both are empty, 0 when one is; 4 decimals."""
+    pred, ref = prediction.split(), reference.split()
+    if not pred or not ref:
+        return float(not pred and not ref)
+    return round(token_prf(pred, ref)[2], DECIMALS)
 
 
-def render_passages(passages: Sequence[tuple[str, list[str]]]) -> str:
-    """All passages numbered from 1, blank-line separated."""
-    return "\n\n".join(render_passage(i, t, s) for i, (t, s) in enumerate(passages, start=1))
+def passage_text(sentences: Sequence[str]) -> str:
+    """A passage's text: its stripped, non-empty sentences joined by one space."""
+    return " ".join(s.strip() for s in sentences if s.strip())
 
 
 def _passages(raw: Any, where: str) -> list[tuple[str, list[str]]]:

@@ -1,21 +1,28 @@
 """LoCoMo (snap-research/locomo): long multi-session conversations with QA, scored by stemmed token F1.
 
-One context per conversation (sample); its questions point at it. Protocols:
-- "paper": categories 1-4 in the overall score (1,540 questions); category 5 (adversarial), when
-  `include_adversarial`, is scored and reported per category but kept out of `overall`.
-- "official": the same prompts and metric, but category 5 counts in `overall` when included.
-`score` gives fractions in [0, 1]; `aggregate` and `PAPER_NUMBERS` are percentages.
+One context per conversation (sample); its questions point at it. Protocols, each a prompt set in
+`conf/benchmark/locomo.yaml` (`loader.prompts`; rendering in `evals/locomo_render.py`, scoring in
+`evals/locomo_score.py`):
+- "paper": the δ-mem release's evaluation exactly (PAPER_PROTOCOL.md §1), truncation included once a
+  tokenizer is bound (`bind_tokenizer`; `task=eval` binds the backbone's).
+- "paper_v0": the harness's earlier paraphrase, which `paper` named until 2026-12-03.
+- "official": paper_v0's prompts and scorer.
+Under every protocol category 5 (adversarial), when `include_adversarial`, is scored and reported per
+category but kept out of `overall`. `score` gives fractions in [0, 1]; `aggregate` and
+`PAPER_NUMBERS` are percentages.
 """
 
 from __future__ import annotations
 
-import random
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+from evals import locomo_render as render
 from evals.data_files import looks_like_a_path, missing_file, read_json
-from evals.text_metrics import first_nonempty_line, locomo_f1, weighted_means
+from evals.locomo_score import scorer
+from evals.templates import protocol_prompts, protocols_of
+from evals.text_metrics import weighted_means
 from evals.types import BenchmarkDataError, Context, Generation, Item
 
 # Qwen3-4B-Instruct-2507, F1 % (categories 1 multi-hop, 2 temporal, 3 open-domain, 4 single-hop).
@@ -27,23 +34,10 @@ PAPER_NUMBERS: dict[str, dict[str, float]] = {
 }
 
 CATEGORY_NAMES = {1: "multi_hop", 2: "temporal", 3: "open_domain", 4: "single_hop", 5: "adversarial"}
-OVERALL_EXCLUDED = ("5",)  # both protocols: adversarial questions are scored, and reported apart
+OVERALL_EXCLUDED = ("5",)  # every protocol: adversarial questions are scored, and reported apart
 OVERALL_POLICY = "question-weighted F1 over categories 1-4; category 5 (adversarial) is reported apart"
 CONDITIONS = ("full_context", "no_context", "memory_only", "recent_window")
-NOT_MENTIONED = "Not mentioned in the conversation"
-ADVERSARIAL_PHRASES = ("no information available", "not mentioned")
-
-SYSTEM_PROMPT = (
-    "You are a helpful assistant. Read the long-term conversation between two people carefully and "
-    "answer questions about what was said in it."
-)
-QA_INSTRUCTION = (
-    "Using the conversation, answer the question with a short phrase. Whenever possible, use the "
-    "exact words from the conversation."
-)
-TEMPORAL_SUFFIX = " Use the DATE of the conversation to give an approximate date."
 _SESSION_KEY = re.compile(r"^session_(\d+)$")
-_DROP_FROM_OUTPUT = ("(a)", "(b)", "answer:")
 
 
 class LoCoMo:
@@ -60,16 +54,40 @@ class LoCoMo:
         seed: int = 42,
         window_turns: int | None = None,
         window_chars: int = 8000,
+        context_window: int | None = None,
+        prompts: Mapping[str, Any] | None = None,
     ) -> None:
-        if protocol not in ("paper", "official"):
-            raise ValueError(f"unknown LoCoMo protocol {protocol!r} (expected 'paper' or 'official')")
+        known = tuple(prompts) if prompts is not None else protocols_of(self.name)
+        if protocol not in known:
+            raise ValueError(f"unknown LoCoMo protocol {protocol!r} (expected one of {known})")
         self.source = str(source)
         self.protocol = protocol
+        self.templates = protocol_prompts(self.name, protocol, prompts, render.REQUIRED)
+        self.protocol_source = str(self.templates["source"])
+        self._postprocess, self._score = scorer(self.templates["scorer"])
         self.include_adversarial = bool(include_adversarial)
         self.categories = tuple(sorted({int(c) for c in categories} | ({5} if include_adversarial else set())))
         self.seed = int(seed)
         self.window_turns = window_turns
         self.window_chars = int(window_chars)
+        self.context_window = None if context_window is None else int(context_window)
+        self._count_tokens: Callable[[str], int] | None = None
+
+    def bind_tokenizer(self, tokenizer: Any, window: int) -> None:
+        """Count prompt tokens with `tokenizer` for the protocol's truncation (a no-op for protocols
+        without one); `window` is the backbone's context length unless `context_window` is set."""
+        if self.templates["answer_reserve_tokens"] is None or tokenizer is None:
+            return
+        cache: dict[str, int] = {}
+
+        def count(text: str) -> int:
+            if text not in cache:
+                cache[text] = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+            return cache[text]
+
+        self._count_tokens = count
+        if self.context_window is None:
+            self.context_window = int(window)
 
     # ----------------------------------------------------------------- loading
     def _records(self) -> list[dict[str, Any]]:
@@ -90,7 +108,7 @@ class LoCoMo:
         """Parse the samples into one context per conversation and the selected questions."""
         contexts: list[Context] = []
         items: list[Item] = []
-        question_index = 0
+        global_index = 0  # every question of the file, category 5 included
         for s_index, sample in enumerate(self._records()):
             where = f"{self.source}: sample {s_index}"
             if not isinstance(sample, dict) or "sample_id" not in sample:
@@ -102,11 +120,14 @@ class LoCoMo:
                     raise BenchmarkDataError(f"{where}: missing field {key!r}")
             context = self._context(sample_id, sample["conversation"], where)
             contexts.append(context)
+            selected = 0  # questions of this conversation kept so far (the release's question_index)
             for qa_index, qa in enumerate(sample["qa"]):
-                item = self._item(qa, sample_id, qa_index, question_index, f"{where}, qa {qa_index}")
-                question_index += 1
+                index = selected if self.templates["question_index"] == "conversation" else global_index
+                item = self._item(qa, sample_id, qa_index, index, f"{where}, qa {qa_index}")
+                global_index += 1
                 if item is not None:
                     items.append(item)
+                    selected += 1
         return contexts, items
 
     def _context(self, sample_id: str, conversation: dict[str, Any], where: str) -> Context:
@@ -135,7 +156,7 @@ class LoCoMo:
             sessions.append({"number": number, "date": str(date), "turns": turns})
         meta = {"speaker_a": str(conversation["speaker_a"]), "speaker_b": str(conversation["speaker_b"])}
         context = Context(id=sample_id, meta={**meta, "sessions": sessions})
-        context.messages = [{"role": "user", "content": render_session(s)} for s in sessions]
+        context.messages = [{"role": "user", "content": render.memory_message(self.templates, s)} for s in sessions]
         context.text = "\n\n".join(m["content"] for m in context.messages)
         return context
 
@@ -160,9 +181,9 @@ class LoCoMo:
             if qa.get("adversarial_answer") is None:
                 raise BenchmarkDataError(f"{where}: missing field 'adversarial_answer'")
             meta["adversarial_answer"] = str(qa["adversarial_answer"])
-            # Official multiple-choice framing, option order drawn from (seed, question index).
-            meta["not_mentioned_first"] = random.Random(self.seed * 1_000_003 + question_index).random() < 0.5
-            answers = [NOT_MENTIONED]
+            first = render.not_mentioned_first(self.templates, self.seed, sample_id, question_index)
+            meta["not_mentioned_first"] = first
+            answers = [str(self.templates["not_mentioned"])]
         else:
             if qa.get("answer") is None:
                 raise BenchmarkDataError(f"{where}: missing field 'answer'")
@@ -181,31 +202,32 @@ class LoCoMo:
 
     def question_text(self, item: Item) -> str:
         """The question with the category-2 date request or the category-5 choices appended."""
-        question = item.question
-        if item.category == "2":
-            question += TEMPORAL_SUFFIX
-        elif item.category == "5":
-            options = [NOT_MENTIONED, item.meta["adversarial_answer"]]
-            if not item.meta.get("not_mentioned_first", True):
-                options.reverse()
-            question += f" Select the correct answer: (a) {options[0]} (b) {options[1]}."
-        return question
+        return render.question_text(
+            self.templates,
+            item.question,
+            str(item.category),
+            bool(item.meta.get("not_mentioned_first", True)),
+            str(item.meta.get("adversarial_answer", "")),
+        )
 
     def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
         """System + one user turn; the history appears under full_context and recent_window only."""
         if condition not in CONDITIONS:
             raise ValueError(f"unknown condition {condition!r} (expected one of {CONDITIONS})")
-        qa = f"{QA_INSTRUCTION}\n\nQuestion: {self.question_text(item)}"
+        question = self.question_text(item)
         if condition in ("no_context", "memory_only"):
-            user = qa
-        else:
-            if context is None:
-                raise ValueError(f"condition {condition!r} needs the item's context")
-            sessions = context.meta["sessions"]
-            if condition == "recent_window":
-                sessions = self._recent_sessions(sessions)
-            user = f"{conversation_header(context)}\n\n{render_sessions(sessions)}\n\n{qa}"
-        return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+            return render.messages(self.templates, render.render_user(self.templates, ("", ""), None, question))
+        if context is None:
+            raise ValueError(f"condition {condition!r} needs the item's context")
+        speakers = (context.meta["speaker_a"], context.meta["speaker_b"])
+        sessions = context.meta["sessions"]
+        if condition == "recent_window":
+            sessions = self._recent_sessions(sessions)
+        elif self._count_tokens is not None and self.context_window is not None:
+            budget = self.context_window - int(self.templates["answer_reserve_tokens"])
+            sessions = render.truncate_sessions(self.templates, speakers, sessions, question, self._count_tokens,
+                                                budget)
+        return render.messages(self.templates, render.render_user(self.templates, speakers, sessions, question))
 
     def _recent_sessions(self, sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The latest turns: `window_turns` of them, else as many whole turns as fit `window_chars`."""
@@ -214,8 +236,9 @@ class LoCoMo:
             keep = flat[len(flat) - min(len(flat), int(self.window_turns)) :]
         else:
             keep, used = [], 0
+            joint = len(self.templates["turn_join"])
             for session, turn in reversed(flat):
-                used += len(render_turn(turn)) + 1
+                used += len(render.render_turn(self.templates, turn)) + joint
                 if used > self.window_chars:
                     break
                 keep.insert(0, (session, turn))
@@ -233,61 +256,13 @@ class LoCoMo:
 
     # ----------------------------------------------------------------- scoring
     def score(self, output: str, item: Item) -> dict[str, float]:
-        """Post-process (first line, lowercase, drop "(a)"/"(b)"/"answer:") and score by category."""
-        return {"f1": score_locomo(postprocess(output), item.answers[0] if item.answers else "", item.category)}
+        """Post-process the output and score it by category, as the protocol's scorer does."""
+        gold = item.answers[0] if item.answers else ""
+        return {"f1": self._score(self._postprocess(output), gold, item.category)}
 
     def aggregate(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """Question-weighted F1 (%) overall and per category. Category 5 (adversarial) is kept out of
-        `overall` under both protocols and reported apart, as `overall_policy` states."""
+        `overall` under every protocol and reported apart, as `overall_policy` states."""
         means = weighted_means(rows, ("f1",), exclude_from_overall=OVERALL_EXCLUDED)
-        return {"overall": means["f1"], **means, "protocol": self.protocol, "overall_policy": OVERALL_POLICY,
-                "category_names": {str(k): v for k, v in CATEGORY_NAMES.items()}}
-
-
-def postprocess(output: str) -> str:
-    """First non-empty line, lowercased, without "(a)", "(b)" and "answer:"."""
-    text = first_nonempty_line(output).lower()
-    for junk in _DROP_FROM_OUTPUT:
-        text = text.replace(junk, "")
-    return text.strip()
-
-
-def score_locomo(prediction: str, gold: str | int, category: str | int | None) -> float:
-    """LoCoMo's per-category rule on an already post-processed prediction."""
-    category, gold = str(category), str(gold)
-    if category == "5":
-        lowered = prediction.lower()
-        return float(any(phrase in lowered for phrase in ADVERSARIAL_PHRASES))
-    if category == "1":
-        predicted = [p.strip() for p in prediction.split(",")]
-        golds = [g.strip() for g in gold.split(",")]
-        return sum(max(locomo_f1(p, g) for p in predicted) for g in golds) / len(golds)
-    if category == "3":
-        gold = gold.split(";")[0].strip()
-    return locomo_f1(prediction, gold)
-
-
-def render_turn(turn: dict[str, str]) -> str:
-    """`{speaker} said, "{text}"`, plus ` and shared {caption}.` for an image turn."""
-    line = f'{turn["speaker"]} said, "{turn["text"]}"'
-    return line + (f" and shared {turn['caption']}." if turn.get("caption") else "")
-
-
-def render_session(session: dict[str, Any]) -> str:
-    """A `DATE:` line, a `CONVERSATION:` line, then one line per turn."""
-    turns = "\n".join(render_turn(t) for t in session["turns"])
-    return f"DATE: {session['date']}\nCONVERSATION:\n{turns}"
-
-
-def render_sessions(sessions: Sequence[dict[str, Any]]) -> str:
-    """Sessions most recent first, blank-line separated (the official prompt order)."""
-    return "\n\n".join(render_session(s) for s in reversed(sessions))
-
-
-def conversation_header(context: Context) -> str:
-    """The line naming both speakers that opens the history."""
-    a, b = context.meta["speaker_a"], context.meta["speaker_b"]
-    return (
-        f"Below is a conversation between {a} and {b} over several days. Each session starts with "
-        "the DATE on which it took place; the most recent session comes first."
-    )
+        return {"overall": means["f1"], **means, "protocol": self.protocol, "protocol_source": self.protocol_source,
+                "overall_policy": OVERALL_POLICY, "category_names": {str(k): v for k, v in CATEGORY_NAMES.items()}}

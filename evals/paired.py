@@ -8,9 +8,10 @@ The resamples are vectorised: each chunk of resamples draws a (resamples × clus
 counts how often each cluster was drawn and takes the means as (counts @ cluster sums) / (counts @
 cluster sizes). `bootstrap_mean_ci` is the one-sided version (a bar's error bar).
 
-By default the items are exactly those the benchmark's `overall` counts (LoCoMo under protocol
-"paper" leaves category 5 out; `overall_exclusions`); `compare_runs` checks that the scores it
-reads reproduce `results.json` before comparing.
+By default the items are exactly those the benchmark's `overall` counts (LoCoMo under every protocol
+leaves category 5 out; `overall_exclusions`); `compare_runs` checks that the scores it reads
+reproduce `results.json` before comparing, and refuses runs of different effective protocols
+(`evals.protocols.effective_protocol`: a LoCoMo "paper" file from before 2026-12-03 is "paper_v0").
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from evals.protocols import effective_protocol
 from evals.score_vectors import condition_vectors, load_score_vectors, main_metric
 
 # Categories a benchmark's `overall` leaves out, by (benchmark, protocol).
 OVERALL_EXCLUSIONS: dict[tuple[str, str | None], tuple[str, ...]] = {
     ("locomo", "paper"): ("5",),
+    ("locomo", "paper_v0"): ("5",),
     ("locomo", "official"): ("5",),
 }
 _CHUNK_ELEMENTS = 1 << 22  # gathered cluster sums per chunk of resamples
@@ -279,19 +282,20 @@ def compare_runs(
     results_b, vectors_b = load_run(b_run)
     if results_a["benchmark"] != results_b["benchmark"]:
         raise ValueError(f"runs of different benchmarks: {results_a['benchmark']} vs {results_b['benchmark']}")
-    if results_a.get("protocol") != results_b.get("protocol"):
-        raise ValueError(f"runs under different protocols: {results_a.get('protocol')} vs {results_b.get('protocol')}")
+    protocol_a, protocol_b = effective_protocol(results_a), effective_protocol(results_b)
+    if protocol_a != protocol_b:
+        raise ValueError(f"runs under different protocols: {protocol_a} vs {protocol_b}")
     rows_a, rows_b = condition_vectors(vectors_a, a_condition), condition_vectors(vectors_b, b_condition)
     metric = metric or main_metric(rows_a)
     default = exclude_categories is None
-    exclude = overall_exclusions(results_a["benchmark"], results_a.get("protocol")) if default else exclude_categories
+    exclude = overall_exclusions(results_a["benchmark"], protocol_a) if default else exclude_categories
     if default:
         check_against_results(results_a, a_condition, metric, rows_a, exclude)
         check_against_results(results_b, b_condition, metric, rows_b, exclude)
     delta = paired_delta(rows_a, rows_b, metric, cluster_by, exclude_categories=exclude, **bootstrap)
     return {
         "benchmark": results_a["benchmark"],
-        "protocol": results_a.get("protocol"),
+        "protocol": protocol_a,
         "a": {"run": str(a_run), "condition": a_condition, "method": results_a.get("method")},
         "b": {"run": str(b_run), "condition": b_condition, "method": results_b.get("method")},
         **delta.to_dict(),

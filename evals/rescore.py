@@ -4,7 +4,8 @@ score an evaluation's existing outputs again under another protocol, without gen
 The benchmark config must describe the same data the run answered (every prediction's id must be
 one of its items). Each output is scored with the benchmark's scorer as configured; the new
 `results.json` and `scores.jsonl` go to `task.out` (default `<run>_<protocol>`), with
-`rescored_from` naming the run and its protocol. The run itself is not touched. Both protocols of
+`rescored_from` naming the run and its effective protocol (`evals.protocols`: a LoCoMo "paper" run
+from before 2026-12-03 is "paper_v0"). The run itself is not touched. Both protocols of
 one set of outputs can then be compared item by item (`task=compare`).
 """
 
@@ -21,6 +22,7 @@ from deltamem.errors import UserError
 from deltamem.tasks import say
 
 from .predictions import read_rows
+from .protocols import effective_protocol
 from .runner import summarize
 from .score_vectors import PREDICTIONS_FILE, write_score_vectors
 
@@ -50,11 +52,13 @@ def rescore(cfg: DictConfig, run: str, out: str | None = None) -> dict[str, Any]
     conditions = list(dict.fromkeys(r["condition"] for r in rows))
     per_condition, _ = summarize(benchmark, scored, conditions)
     protocol = getattr(benchmark, "protocol", None)
+    source_spec = getattr(benchmark, "protocol_source", None)
     results = {
-        **{k: v for k, v in old.items() if k not in ("conditions", "protocol", "timing")},
+        **{k: v for k, v in old.items() if k not in ("conditions", "protocol", "protocol_source", "timing")},
         "protocol": protocol,
+        **({"protocol_source": source_spec} if source_spec else {}),
         "conditions": per_condition,
-        "rescored_from": {"run": str(source), "protocol": old.get("protocol")},
+        "rescored_from": {"run": str(source), "protocol": effective_protocol(old)},
     }
     target = Path(out) if out else source.with_name(f"{source.name}_{protocol}")
     target.mkdir(parents=True, exist_ok=True)

@@ -309,6 +309,7 @@ class EvalRunner:
         return {
             "benchmark": self.benchmark.name,
             "protocol": getattr(self.benchmark, "protocol", None),
+            **({"protocol_source": source} if (source := getattr(self.benchmark, "protocol_source", None)) else {}),
             "method": self.method.name,
             "method_cost": self.method.cost(),
             "conditions": per_condition,
@@ -344,7 +345,8 @@ def summarize(benchmark: Any, rows: Sequence[dict[str, Any]], conditions: Sequen
     return per_condition, timing
 
 
-BREAKDOWN_KEYS = ("dataset",)  # item_meta keys a benchmark's aggregate may group by (MemoryAgentBench: per source)
+# item_meta keys a benchmark's aggregate may group by (MemoryAgentBench: per source; HotpotQA: per level)
+BREAKDOWN_KEYS = ("dataset", "level")
 
 
 def _breakdown(row: dict[str, Any]) -> dict[str, Any]:

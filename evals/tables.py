@@ -4,7 +4,9 @@ One Markdown table per benchmark: a row per run (method / variant) and condition
 score, the protocol's other metrics (F1 beside EM, loose beside strict, ...), the sub-scores
 (categories, sub-tasks, competencies), the question count and the ratio to the frozen backbone
 (`vanilla`) under the same condition when such a run is among the inputs; then the paper's own
-numbers for reference. The CSV holds the same cells in long form (one line per cell).
+numbers for reference. The protocol column is each file's effective protocol (`evals.protocols`:
+a LoCoMo "paper" file from before 2026-12-03 reads "paper_v0"), and a line names the spec each
+protocol follows. The CSV holds the same cells in long form (one line per cell).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import io
 import json
 from pathlib import Path
 from typing import Any, Sequence
+
+from evals.protocols import effective_protocol
 
 FROZEN = "vanilla"
 
@@ -72,7 +76,7 @@ def build_tables(run_dirs: Sequence[Path]) -> tuple[str, str]:
         names = _category_names(runs)
         header = ["method", "backbone", "protocol", "condition", "overall", *metrics]
         header += [f"cat {k}" + (f" {names[k]}" if k in names else "") for k in categories] + ["n", "×frozen"]
-        protocols = sorted({str(r.get("protocol")) for r in runs})
+        protocols = sorted({str(effective_protocol(r)) for r in runs})
         lines = [f"### {benchmark} (protocol: {', '.join(protocols)})", "", "| " + " | ".join(header) + " |"]
         lines.append("|" + "---|" * len(header))
         labels = _row_labels(runs)
@@ -87,7 +91,7 @@ def build_tables(run_dirs: Sequence[Path]) -> tuple[str, str]:
                 base = (frozen or {}).get("conditions", {}).get(c, {}).get("overall")
                 ratio = overall / base if overall is not None and base else None
                 backbone = (run.get("backbone") or {}).get("name", "?")
-                row = [label, backbone, str(run.get("protocol")), c, _fmt(overall), *map(_fmt, named)]
+                row = [label, backbone, str(effective_protocol(run)), c, _fmt(overall), *map(_fmt, named)]
                 row += list(map(_fmt, sub_values))
                 row += [str(summary.get("n", "–")), _fmt(ratio)]
                 lines.append("| " + " | ".join(row) + " |")
@@ -98,6 +102,8 @@ def build_tables(run_dirs: Sequence[Path]) -> tuple[str, str]:
                 ]
         policy = _benchmark_constant(benchmark, "OVERALL_POLICY")
         lines += ["", f"Overall: {policy}."] if policy else []
+        sources = _protocol_sources(runs)
+        lines += ["", "Protocols: " + "; ".join(f"{p} = {s}" for p, s in sources.items()) + "."] if sources else []
         paper = runs[0].get("paper_numbers") or {}
         if paper:
             described = [
@@ -112,6 +118,19 @@ def build_tables(run_dirs: Sequence[Path]) -> tuple[str, str]:
     writer.writeheader()
     writer.writerows(cells)
     return "\n\n".join(sections), buffer.getvalue()
+
+
+def _protocol_sources(runs: Sequence[dict[str, Any]]) -> dict[str, str]:
+    """Effective protocol → the spec it follows, as the results record it ("not recorded" for files
+    written before `protocol_source` existed); empty when no run of the benchmark records one."""
+    if not any(run.get("protocol_source") for run in runs):
+        return {}
+    sources: dict[str, str] = {}
+    for run in runs:
+        protocol = str(effective_protocol(run))
+        if run.get("protocol_source") or protocol not in sources:
+            sources[protocol] = str(run.get("protocol_source") or "not recorded")
+    return dict(sorted(sources.items()))
 
 
 def _benchmark_constant(benchmark: str, name: str) -> Any:

@@ -5,16 +5,18 @@ Two normalisations exist because the benchmarks' official scripts differ:
 - `normalize_answer` (SQuAD / HotpotQA `hotpot_evaluate_v1`): lowercase, drop punctuation, drop the
   articles a/an/the, collapse whitespace.
 - `normalize_locomo` (LoCoMo `task_eval`): drop commas first, then the same steps with "and" removed
-  as well; LoCoMo then Porter-stems every token (`stem_tokens`, nltk is a hard dependency).
-- `normalize_qa_span` (the δ-mem release's `normalize_qa_span`, PAPER_PROTOCOL.md §2): lowercase, the
-  articles a/an/the replaced by a space, then every character that is neither a word character nor
-  whitespace replaced by a space (not deleted), whitespace collapsed.
+  as well; LoCoMo then Porter-stems every token (`stem_tokens`, nltk is a hard dependency). The δ-mem
+  release puts a Unicode NFD between the commas and the lowercasing (`nfd=True`).
+- `normalize_qa_span` (the δ-mem release's HotpotQA/MemoryAgentBench normaliser): lowercase, articles
+  a/an/the replaced by a space, then every character that is neither a word character nor whitespace
+  replaced by a space (not deleted), whitespace collapsed.
 """
 
 from __future__ import annotations
 
 import re
 import string
+import unicodedata
 from collections import Counter
 from typing import Any, Iterable, Sequence
 
@@ -23,7 +25,7 @@ from nltk.stem import PorterStemmer
 _PUNCTUATION = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _ARTICLES_AND = re.compile(r"\b(a|an|the|and)\b")
-_NOT_WORD = re.compile(r"[^\w\s]")
+_NOT_WORD_OR_SPACE = re.compile(r"[^\w\s]")
 _STEMMER = PorterStemmer()
 
 
@@ -39,14 +41,16 @@ def normalize_answer(text: str) -> str:
 
 
 def normalize_qa_span(text: str) -> str:
-    """The δ-mem release's span normaliser: "The U.S.-based firm's CEO" -> "u s based firm s ceo"."""
+    """The release's `normalize_qa_span`: lowercase, a/an/the → space, non-word characters → space."""
     text = _ARTICLES.sub(" ", str(text).lower())
-    return " ".join(_NOT_WORD.sub(" ", text).split())
+    return " ".join(_NOT_WORD_OR_SPACE.sub(" ", text).split())
 
 
-def normalize_locomo(text: str) -> str:
-    """LoCoMo normalisation: no commas, lowercase, no punctuation, no a/an/the/and, single spaces."""
+def normalize_locomo(text: str, nfd: bool = False) -> str:
+    """LoCoMo normalisation: no commas, (NFD,) lowercase, no punctuation, no a/an/the/and, single spaces."""
     text = str(text).replace(",", "")
+    if nfd:
+        text = unicodedata.normalize("NFD", text)
     text = _strip_punctuation(text.lower())
     text = _ARTICLES_AND.sub(" ", text)
     return " ".join(text.split())
@@ -73,9 +77,10 @@ def token_f1(prediction_tokens: Sequence[str], gold_tokens: Sequence[str]) -> fl
     return token_prf(prediction_tokens, gold_tokens)[2]
 
 
-def locomo_f1(prediction: str, gold: str) -> float:
-    """LoCoMo token F1: `normalize_locomo`, whitespace tokens, Porter stems."""
-    return token_f1(stem_tokens(normalize_locomo(prediction).split()), stem_tokens(normalize_locomo(gold).split()))
+def locomo_f1(prediction: str, gold: str, nfd: bool = False) -> float:
+    """LoCoMo token F1: `normalize_locomo`, whitespace tokens, Porter stems (0 when a side is empty)."""
+    pred, ref = normalize_locomo(prediction, nfd).split(), normalize_locomo(gold, nfd).split()
+    return token_f1(stem_tokens(pred), stem_tokens(ref))
 
 
 def exact_match(prediction: str, gold: str) -> float:

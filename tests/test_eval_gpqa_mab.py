@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from evals import gpqa
-from evals.gpqa import GPQADiamond, extract_letter, option_permutation
+from evals.gpqa import GPQADiamond, option_permutation
+from evals.gpqa_extract import extract_v0
 from evals.memory_agent_bench import MemoryAgentBench
 from evals.types import BenchmarkDataError, Context
 
@@ -55,8 +56,8 @@ CONDITIONS = ("full_context", "no_context", "memory_only", "recent_window")
         ("", None),
     ],
 )
-def test_extract_letter(text, letter):
-    assert extract_letter(text) == letter
+def test_extract_letter_v0(text, letter):  # paper_v0 / official's cascade (the release's: test_hotpotqa_gpqa_paper.py)
+    assert extract_v0(text) == letter
 
 
 def test_permutation_is_stable_hash():
@@ -71,7 +72,7 @@ def test_permutation_is_stable_hash():
 
 
 def test_gpqa_fixture_load_and_permutation():
-    contexts, items = GPQADiamond(source=str(GPQA_CSV)).load()
+    contexts, items = GPQADiamond(source=str(GPQA_CSV), protocol="paper_v0").load()
     assert contexts == [] and len(items) == 6
     assert [item.category for item in items] == ["Physics"] * 2 + ["Chemistry"] * 2 + ["Biology"] * 2
     assert [item.meta["correct_letter"] for item in items] == ["C", "B", "A", "A", "B", "C"]
@@ -89,15 +90,15 @@ def test_gpqa_fixture_load_and_permutation():
         ]
         assert item.meta["options"] == [original[k] for k in perm]
         assert item.meta["options"]["ABCD".index(item.meta["correct_letter"])] == row["Correct Answer"]
-    again = GPQADiamond(source=str(GPQA_CSV)).load()[1]
+    again = GPQADiamond(source=str(GPQA_CSV), protocol="paper_v0").load()[1]
     assert [i.meta["permutation"] for i in again] == [i.meta["permutation"] for i in items]
-    seed1 = GPQADiamond(source=str(GPQA_CSV), seed=1).load()[1]
+    seed1 = GPQADiamond(source=str(GPQA_CSV), seed=1, protocol="paper_v0").load()[1]
     assert [i.meta["correct_letter"] for i in seed1] == ["B", "A", "D", "D", "D", "D"]
     assert seed1[0].id == "recFixtureQ0000001/s1"
 
 
 def test_gpqa_prompt_generation_score(tmp_path):
-    bench = GPQADiamond(source=str(GPQA_CSV))
+    bench = GPQADiamond(source=str(GPQA_CSV), protocol="paper_v0")
     item = bench.load()[1][0]  # permutation [2, 1, 0, 3]: the correct answer "3 m/s^2" is C
     prompts = [bench.prompt(item, None, condition) for condition in CONDITIONS]
     assert all(p == prompts[0] for p in prompts)
@@ -159,7 +160,7 @@ def test_gpqa_real_file(data_dir):
     if not path.exists():
         pytest.skip("gpqa_diamond.csv.gz not present")
     # Never print GPQA text: every assertion compares counts or booleans computed beforehand.
-    items = GPQADiamond(source=str(path)).load()[1]
+    items = GPQADiamond(source=str(path), protocol="paper_v0").load()[1]
     n_items, n_ids = len(items), len({item.id for item in items})
     assert (n_items, n_ids) == (198, 198)
     domains = sorted({item.category for item in items})
@@ -175,10 +176,10 @@ def test_gpqa_real_file(data_dir):
         for item in items
     )
     assert follows == 198
-    again = GPQADiamond(source=str(path)).load()[1]
+    again = GPQADiamond(source=str(path), protocol="paper_v0").load()[1]
     n_same = sum(a.meta["permutation"] == b.meta["permutation"] for a, b in zip(items, again))
     assert n_same == 198
-    seed3 = GPQADiamond(source=str(path), seed=3).load()[1]
+    seed3 = GPQADiamond(source=str(path), seed=3, protocol="paper_v0").load()[1]
     n_changed = sum(a.meta["permutation"] != b.meta["permutation"] for a, b in zip(items, seed3))
     assert n_changed > 150
 

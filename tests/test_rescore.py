@@ -1,5 +1,6 @@
 """task=rescore (evals/rescore.py): an evaluation's outputs scored again under another protocol, with
-no generation; hand-checked on HotpotQA, whose "paper" protocol drops the official yes/no rule."""
+no generation; hand-checked on HotpotQA, whose "paper" and "paper_v0" protocols drop the official
+yes/no rule ("paper" also rounds each F1 to 4 decimals)."""
 
 from __future__ import annotations
 
@@ -41,16 +42,29 @@ def rescored(data, run, protocol, out):
 def test_both_protocols_score_the_same_outputs(tmp_path):
     data, run = finished_run(tmp_path, {"q1": "yes it is", "q2": "Oslo, Norway"})
     official = rescored(data, run, "official", tmp_path / "official")
+    v0 = rescored(data, run, "paper_v0", tmp_path / "paper_v0")
     paper = rescored(data, run, "paper", tmp_path / "paper")
     # q1: gold "yes"; official F1 is 0 unless the prediction is exactly yes, paper F1 = 2·(1/3·1)/(1/3+1) = 0.5
-    # q2: "oslo norway" vs "oslo": F1 = 2·(1/2·1)/(1/2+1) = 2/3 under both; EM 0 everywhere
+    # q2: "oslo norway" vs "oslo": F1 = 2·(1/2·1)/(1/2+1) = 2/3 under all three (paper: 0.6667); EM 0 everywhere
     assert official["conditions"]["full_context"]["f1"] == pytest.approx(100 * (0 + 2 / 3) / 2)
-    assert paper["conditions"]["full_context"]["f1"] == pytest.approx(100 * (0.5 + 2 / 3) / 2)
+    assert v0["conditions"]["full_context"]["f1"] == pytest.approx(100 * (0.5 + 2 / 3) / 2)
+    assert paper["conditions"]["full_context"]["f1"] == pytest.approx(100 * (0.5 + 0.6667) / 2)  # 58.335
     assert official["conditions"]["full_context"]["em"] == paper["conditions"]["full_context"]["em"] == 0.0
     assert paper["protocol"] == "paper" and paper["rescored_from"] == {"run": str(run), "protocol": "official"}
+    assert paper["protocol_source"].startswith("declare-lab/delta-Mem@5cd5d91 ")
+    assert v0["protocol_source"] == "harness paraphrase, superseded 2026-12-03 (paper_v0)"
     vectors = [json.loads(line) for line in (tmp_path / "paper" / "scores.jsonl").read_text().splitlines()]
-    assert [(v["id"], round(v["f1"], 4)) for v in vectors] == [("q1", 0.5), ("q2", 0.6667)]
+    assert [(v["id"], v["f1"]) for v in vectors] == [("q1", 0.5), ("q2", 0.6667)]
     assert json.loads((run / "results.json").read_text())["conditions"] == {}  # the run itself is untouched
+
+
+def test_a_legacy_paper_run_is_named_paper_v0_when_rescored(tmp_path):
+    data, run = finished_run(tmp_path, {"q1": "yes", "q2": "Oslo"})
+    (run / "results.json").write_text(json.dumps({"benchmark": "hotpotqa", "protocol": "paper", "method": "vanilla",
+                                                  "conditions": {}}))  # written before protocol_source existed
+    again = rescored(data, run, "official", tmp_path / "official")
+    assert again["rescored_from"] == {"run": str(run), "protocol": "paper_v0"}
+    assert again["protocol"] == "official" and "hotpot_evaluate_v1" in again["protocol_source"]
 
 
 def test_a_run_of_other_items_or_another_benchmark_is_refused(tmp_path):
