@@ -100,3 +100,12 @@ def test_a_finished_evaluation_is_not_rerun(lanes):
     assert not lanes.scored(done, conditions)  # memory_only_wrong_history is missing
     done.write_text(json.dumps({"conditions": {c: {} for c in lanes.BENCHES["hotpotqa"][2]}}))
     assert lanes.scored(done, conditions)
+
+
+def test_locomo_steps_keep_the_studys_protocol(lanes):
+    """The study's LoCoMo rows all use the prompts and scorer `paper` named before 2026-12-03."""
+    for bench in ("locomo", "locomo_full"):
+        argv, _, _ = lanes.command(["eval", "frozen", bench])
+        assert "benchmark.loader.protocol=paper_v0" in argv
+    argv, _, _ = lanes.command(["eval", "frozen", "hotpotqa"])
+    assert not any(a.startswith("benchmark.loader.protocol=") for a in argv)  # HotpotQA: official, the default

@@ -46,6 +46,9 @@ KEEP = (
     "metrics.jsonl", "config.yaml", "run_info.json", "throughput.json", "nonfinite.jsonl", "fingerprint.json",
 )
 
+# The study's LoCoMo runs (sessions 9-10) used the prompts and scorer that `protocol=paper` named
+# until 2026-12-03, now `paper_v0`; every later row keeps them, so the evaluation path stays the same.
+V0 = "benchmark.loader.protocol=paper_v0"
 # benchmark key → (benchmark config, frozen conditions, δ-mem conditions, overrides)
 BENCHES: dict[str, tuple[str, list[str], list[str], list[str]]] = {
     "episode_qa": ("episode_qa", ["no_context", "full_context"],
@@ -55,9 +58,10 @@ BENCHES: dict[str, tuple[str, list[str], list[str], list[str]]] = {
                  ["no_context", "full_context", "memory_only", "memory_only_wrong_history"],
                  ["method.batch_size=128", "task.questions_per_call=128"]),
     "locomo": ("locomo", ["no_context"], ["no_context", "memory_only", "memory_only_wrong_history"],
-               ["benchmark.loader.include_adversarial=true", "method.batch_size=256", "task.questions_per_call=256"]),
+               [V0, "benchmark.loader.include_adversarial=true", "method.batch_size=256",
+                "task.questions_per_call=256"]),
     "locomo_full": ("locomo", ["full_context"], ["full_context"],
-                    ["benchmark.loader.include_adversarial=true", "method.batch_size=64",
+                    [V0, "benchmark.loader.include_adversarial=true", "method.batch_size=64",
                      "task.questions_per_call=64"]),  # one call per conversation: none is packed
     "ifeval": ("ifeval", ["no_context"], ["no_context"], ["method.batch_size=136", "task.questions_per_call=136"]),
 }
