@@ -4,7 +4,7 @@ One context per conversation (sample); its questions point at it. Protocols, eac
 `conf/benchmark/locomo.yaml` (`loader.prompts`; rendering in `evals/locomo_render.py`, scoring in
 `evals/locomo_score.py`):
 - "paper": the δ-mem release's evaluation exactly (PAPER_PROTOCOL.md §1), truncation included once a
-  tokenizer is bound (`bind_tokenizer`; `task=eval` binds the backbone's).
+  tokenizer is bound (`fit_to`; `task=eval` binds the backbone's).
 - "paper_v0": the harness's earlier paraphrase, which `paper` named until 2026-12-03.
 - "official": paper_v0's prompts and scorer.
 Under every protocol category 5 (adversarial), when `include_adversarial`, is scored and reported per
@@ -73,9 +73,10 @@ class LoCoMo:
         self.context_window = None if context_window is None else int(context_window)
         self._count_tokens: Callable[[str], int] | None = None
 
-    def bind_tokenizer(self, tokenizer: Any, window: int) -> None:
+    def fit_to(self, tokenizer: Any, window: int, template_kwargs: dict[str, Any] | None = None) -> None:
         """Count prompt tokens with `tokenizer` for the protocol's truncation (a no-op for protocols
-        without one); `window` is the backbone's context length unless `context_window` is set."""
+        without one); `window` is the backbone's context length unless `context_window` is set. The
+        chat-template arguments are not needed: the release counts the rendered user text."""
         if self.templates["answer_reserve_tokens"] is None or tokenizer is None:
             return
         cache: dict[str, int] = {}

@@ -51,10 +51,9 @@ def evaluate(
     benchmark = instantiate(cfg.benchmark.loader)
     data = benchmark.load()  # a missing or malformed data file fails here, before any model is loaded
     loaded = load_backbone(instantiate(cfg.backbone))
-    if hasattr(benchmark, "bind_tokenizer"):  # a protocol that counts prompt tokens (LoCoMo paper's truncation)
-        benchmark.bind_tokenizer(loaded.tokenizer, context_window(loaded.model))
     method = instantiate(cfg.method)(loaded=loaded)
-    fit_to = getattr(benchmark, "fit_to", None)  # prompts that depend on the backbone (MemoryAgentBench's token clip)
+    # prompts that depend on the backbone: LoCoMo paper's truncation, MemoryAgentBench paper's token clip
+    fit_to = getattr(benchmark, "fit_to", None)
     if fit_to is not None and loaded.tokenizer is not None:
         fit_to(loaded.tokenizer, context_window(loaded.model), dict(loaded.spec.chat_template_kwargs or {}))
     chosen = list(conditions) if conditions is not None else list(cfg.benchmark.conditions)

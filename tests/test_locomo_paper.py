@@ -161,7 +161,7 @@ def test_truncation_rule(tmp_path, budget, kept):
     sessions = render.truncate_sessions(bench.templates, ("Ann", "Bo"), context.meta["sessions"], question,
                                         lambda text: len(words(text)["input_ids"]), budget)
     assert [[t["dia_id"] for t in s["turns"]] for s in sessions] == kept
-    bench.bind_tokenizer(words, window=10**6)  # context_window, when set, wins over the backbone's window
+    bench.fit_to(words, window=10**6)  # context_window, when set, wins over the backbone's window
     user = bench.prompt(by["4"], context, "full_context")[1]["content"]
     assert user == render.render_user(bench.templates, ("Ann", "Bo"), sessions, question)
     if budget == 112:
@@ -173,11 +173,11 @@ def test_truncation_needs_a_tokenizer_and_paper_v0_has_none(tmp_path):
     bench, context, by = bench_for(tmp_path, context_window=60)
     untouched = bench.prompt(by["4"], context, "full_context")
     assert SESSION_2 in untouched[1]["content"]  # no tokenizer bound: nothing is cut
-    bench.bind_tokenizer(WordTokenizer(), window=4096)
+    bench.fit_to(WordTokenizer(), window=4096)
     assert bench.prompt(by["4"], context, "full_context") != untouched
     v0, context, by = bench_for(tmp_path, protocol="paper_v0", context_window=60)
     before = v0.prompt(by["4"], context, "full_context")
-    v0.bind_tokenizer(WordTokenizer(), window=60)
+    v0.fit_to(WordTokenizer(), window=60)
     assert v0.prompt(by["4"], context, "full_context") == before
 
 
