@@ -12,8 +12,12 @@
 #             every 10 steps: a resume across device calls loses at most 9 steps
 #   e3        LoCoMo full_context (E3) for frozen and the selected arm: 1,986 prompts of ~22K tokens
 #             each, kept out of the training calls, whose steps it would slow
-#   seeds     (session 12) the selected arm retrained with seeds 1 and 2, each on both test benchmarks
-# Session 10's runs must be under $RUNS first on a fresh machine: scripts/gpu/restore_runs.sh.
+#   seeds     (session 12) SSW's dev score (its session-11 evaluation was cut), then the arm selected
+#             among all six retrained with seeds 1 and 2, each on both test benchmarks; E3 after
+#   search    configurations 7 and 8 of the dev search (a negative result needs eight): TSW at 2e-3,
+#             between the best rate and the one that diverged, and TSW 1e-3 with BAMBOO (whose altered
+#             answers exist only in the history) weighted 4 instead of 2
+# Earlier sessions' runs must be under $RUNS first on a fresh machine: scripts/gpu/restore_runs.sh.
 set -euo pipefail
 source scripts/gpu/env.sh
 G=training.nonfinite=skip
@@ -32,9 +36,12 @@ case "$1" in
     "eval tsw_lr1e-3 ifeval") ;;
   e3) lanes=("eval frozen locomo_full" "eval $ALL locomo_full") ;;
   seeds) lanes=(
-    "retrain $ALL s1 seed=1 | eval $ALL+s1 hotpotqa | eval $ALL+s1 locomo"
-    "retrain $ALL s2 seed=2 | eval $ALL+s2 hotpotqa | eval $ALL+s2 locomo"
-    "eval $ALL ifeval") ;;
-  *) echo "usage: $0 tsw|variants|e3|seeds BUDGET_S" >&2; exit 2 ;;
+    "retrain $ALL s1 seed=1 $C | eval $ALL+s1 hotpotqa | eval $ALL+s1 locomo"
+    "retrain $ALL s2 seed=2 $C | eval $ALL+s2 hotpotqa | eval $ALL+s2 locomo"
+    "eval ssw_lr1e-3 episode_qa | eval $ALL ifeval | eval frozen locomo_full | eval $ALL locomo_full") ;;
+  search) lanes=(
+    "train tsw_lr2e-3 training.optim.lr=2e-3 $G $C | eval tsw_lr2e-3 episode_qa"
+    "train tsw_lr1e-3_bamboo4 training.optim.lr=1e-3 train_data.weights.bamboo=4.0 $G $C | eval tsw_lr1e-3_bamboo4 episode_qa") ;;
+  *) echo "usage: $0 tsw|variants|e3|seeds|search BUDGET_S" >&2; exit 2 ;;
 esac
 python scripts/gpu/lanes.py --budget "$2" "${lanes[@]}"
