@@ -2,8 +2,17 @@
 
 Data: a local JSONL (or JSON list) with `key, prompt, instruction_id_list, kwargs` (the official
 `ifeval_input_data.jsonl`), or the hub id `google/IFEval` (through `datasets`). No contexts: the
-raw prompt is one user turn under every condition. Greedy decoding; "paper" allows 1,500 new
-tokens, "official" lm-eval's `ifeval.yaml` 1,280.
+prompt is one user turn under every condition. Protocols (`protocol_source` names each):
+- "paper": the δ-mem release (PAPER_PROTOCOL.md §3): the user turn is `prompt.strip()` (4 of the 541
+  prompts carry surrounding whitespace) and the checkers get the unstripped prompt; greedy, 1,500
+  new tokens. The release also tidies malformed ids and kwargs for the checkers; here a malformed
+  record is refused at load instead (`item_from_record`), so valid data reaches them as it is.
+  One rule is not reproduced: the release's `langdetect` shim (it only changes
+  `language:response_language`, 31 prompts) decides between languages of one script by
+  hints PAPER_PROTOCOL.md does not list, so real langdetect scores those checks here.
+- "paper_v0": what "paper" named until 2026-12-03: the raw prompt as the user turn, otherwise the
+  same (the replication study's IFEval rows).
+- "official": lm-eval's `ifeval.yaml`: the raw prompt, greedy, 1,280 new tokens.
 
 Scoring calls `lm_eval.tasks.ifeval.utils.test_instruction_following_strict` / `_loose` (its
 instruction registry, real `langdetect` and `nltk`). Importing `lm_eval.tasks` would build the task
@@ -28,7 +37,14 @@ from evals.types import BenchmarkDataError, Context, Generation, Item
 
 HUB_ID = "google/IFEval"
 CONDITIONS = ("full_context", "no_context", "memory_only", "recent_window")
-MAX_NEW_TOKENS = {"paper": 1500, "official": 1280}
+MAX_NEW_TOKENS = {"paper": 1500, "paper_v0": 1500, "official": 1280}
+PROTOCOL_SOURCES = {
+    "paper": "declare-lab/delta-Mem@5cd5d91 deltamem/eval/benchmark_compare.py + ifeval_compat.py "
+    "(prompt.strip(); real langdetect instead of the release's shim)",
+    "paper_v0": "harness, superseded 2026-12-03 (paper_v0): the raw prompt, 1,500 tokens",
+    "official": "lm-evaluation-harness tasks/ifeval (ifeval.yaml, utils.py)",
+}
+STRIPS_PROMPT = {"paper": True, "paper_v0": False, "official": False}
 METRICS = ("prompt_strict", "prompt_loose", "inst_strict", "inst_loose")
 CHECKERS_MODULE = "lm_eval.tasks.ifeval.utils"
 
@@ -134,6 +150,7 @@ class IFEval:
             raise ValueError(f"unknown IFEval protocol {protocol!r} (expected one of {tuple(MAX_NEW_TOKENS)})")
         self.source = str(source)
         self.protocol = protocol
+        self.protocol_source = PROTOCOL_SOURCES[protocol]
         # the decoding budget: the protocol's (paper 1,500, official 1,280) unless set
         self.max_new_tokens = MAX_NEW_TOKENS[protocol] if max_new_tokens is None else int(max_new_tokens)
         self.split = split
@@ -183,10 +200,11 @@ class IFEval:
 
     # ----------------------------------------------------------------- prompting
     def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
-        """The raw prompt as a single user turn, whatever the condition."""
+        """The prompt (stripped under "paper") as a single user turn, whatever the condition."""
         if condition not in CONDITIONS:
             raise ValueError(f"unknown condition {condition!r} (expected one of {CONDITIONS})")
-        return [{"role": "user", "content": item.question}]
+        text = item.question.strip() if STRIPS_PROMPT[self.protocol] else item.question
+        return [{"role": "user", "content": text}]
 
     def generation(self, item: Item) -> Generation:
         """Greedy; 1,500 new tokens ("paper") or 1,280 ("official")."""
@@ -250,4 +268,6 @@ class IFEval:
             "n": len(rows),
             "n_instructions": int(round(n_inst)),
             "protocol": self.protocol,
+            "protocol_source": self.protocol_source,
         }
+

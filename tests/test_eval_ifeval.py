@@ -157,6 +157,20 @@ def test_prompt_generation_and_aggregate(bench: IFEval) -> None:
     assert result["inst_loose"] == pytest.approx(80.0)
     assert result["n"] == 2 and result["n_instructions"] == 5
     assert PAPER_NUMBERS["frozen"]["overall"] == 81.89 and PAPER_NUMBERS["tsw"]["overall"] == 82.99
+    assert result["protocol"] == "paper" and result["protocol_source"].startswith("declare-lab/delta-Mem@5cd5d91")
+
+
+def test_paper_strips_the_prompt_and_paper_v0_keeps_it(punkt_root: Path) -> None:
+    """The release shows `prompt.strip()`; the checkers still get the raw prompt under every protocol."""
+    item = make_item(["punctuation:no_comma"], [{}], prompt="  Write a poem without commas.\n")
+    shown = {p: IFEval("x.jsonl", protocol=p, nltk_data=punkt_root).prompt(item, None, "no_context")[0]["content"]
+             for p in ("paper", "paper_v0", "official")}
+    assert shown == {"paper": "Write a poem without commas.", "paper_v0": "  Write a poem without commas.\n",
+                     "official": "  Write a poem without commas.\n"}
+    v0 = IFEval("x.jsonl", protocol="paper_v0", nltk_data=punkt_root)
+    assert v0.generation(item).max_new_tokens == 1500 and v0.aggregate([])["protocol_source"].startswith("harness")
+    assert v0.score("A poem, with a comma.", item)["prompt_strict"] == 0.0
+    assert v0.score("A poem with no comma.", item)["prompt_strict"] == 1.0
 
 
 def test_schema_errors(tmp_path: Path, punkt_root: Path) -> None:

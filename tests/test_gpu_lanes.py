@@ -103,8 +103,8 @@ def test_a_finished_evaluation_is_not_rerun(lanes):
 
 
 def test_locomo_steps_keep_the_studys_protocol(lanes):
-    """The study's LoCoMo rows all use the prompts and scorer `paper` named before 2026-12-03."""
-    for bench in ("locomo", "locomo_full"):
+    """The study's LoCoMo and IFEval rows all use the prompts and scorer `paper` named before 2026-12-03."""
+    for bench in ("locomo", "locomo_full", "ifeval"):
         argv, _, _ = lanes.command(["eval", "frozen", bench])
         assert "benchmark.loader.protocol=paper_v0" in argv
     argv, _, _ = lanes.command(["eval", "frozen", "hotpotqa"])

@@ -58,7 +58,8 @@ def test_effective_protocol_of_legacy_and_new_results():
     new = {"benchmark": "locomo", "protocol": "paper", "protocol_source": "declare-lab/delta-Mem@5cd5d91 x"}
     assert effective_protocol(new) == "paper"
     assert effective_protocol({"benchmark": "hotpotqa", "protocol": "official"}) == "official"  # unchanged
-    assert effective_protocol({"benchmark": "ifeval", "protocol": "paper"}) == "paper"  # not renamed
+    assert effective_protocol({"benchmark": "ifeval", "protocol": "paper"}) == "paper_v0"  # the raw prompt then
+    assert effective_protocol({"benchmark": "ifeval", "protocol": "official"}) == "official"
     assert effective_protocol({"benchmark": "locomo"}) is None
 
 

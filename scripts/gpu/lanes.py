@@ -46,8 +46,8 @@ KEEP = (
     "metrics.jsonl", "config.yaml", "run_info.json", "throughput.json", "nonfinite.jsonl", "fingerprint.json",
 )
 
-# The study's LoCoMo runs (sessions 9-10) used the prompts and scorer that `protocol=paper` named
-# until 2026-12-03, now `paper_v0`; every later row keeps them, so the evaluation path stays the same.
+# The study's LoCoMo and IFEval runs (sessions 9-11) used the prompts and scorer that `protocol=paper`
+# named until 2026-12-03, now `paper_v0`; every later row keeps them: the evaluation path stays the same.
 V0 = "benchmark.loader.protocol=paper_v0"
 # benchmark key → (benchmark config, frozen conditions, δ-mem conditions, overrides)
 BENCHES: dict[str, tuple[str, list[str], list[str], list[str]]] = {
@@ -63,7 +63,7 @@ BENCHES: dict[str, tuple[str, list[str], list[str], list[str]]] = {
     "locomo_full": ("locomo", ["full_context"], ["full_context"],
                     [V0, "benchmark.loader.include_adversarial=true", "method.batch_size=64",
                      "task.questions_per_call=64"]),  # one call per conversation: none is packed
-    "ifeval": ("ifeval", ["no_context"], ["no_context"], ["method.batch_size=136", "task.questions_per_call=136"]),
+    "ifeval": ("ifeval", ["no_context"], ["no_context"], [V0, "method.batch_size=136", "task.questions_per_call=136"]),
 }
 
 
