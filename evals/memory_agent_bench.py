@@ -93,6 +93,13 @@ def _validate(row: Any, origin: str, split: str, index: int) -> None:
         raise _field_error(origin, split, index, "metadata.source")
 
 
+# What each protocol follows, recorded in results.json (evals/protocols.py tells earlier files apart)
+PROTOCOL_SOURCES = {
+    "paper": "declare-lab/delta-Mem@5cd5d91 deltamem/eval/ (PAPER_PROTOCOL.md §5: unified prompt, 120K pre-clip)",
+    "official": "HUST-AI-HYZ/MemoryAgentBench@455306d utils/templates.py, utils/eval_other_utils.py",
+}
+
+
 class MemoryAgentBench:
     """MemoryAgentBench loader, the chosen protocol's prompts and scores, and per-source token budgets.
 
@@ -122,6 +129,7 @@ class MemoryAgentBench:
         self.source = source if hasattr(source, "rows") else str(source)  # a hub id, a JSON file or a builder
         self.splits = tuple(splits)
         self.protocol = protocol
+        self.protocol_source = PROTOCOL_SOURCES[protocol]
         self.limit_rows = limit_rows
         self.recent_window_chars = int(recent_window_chars)
         self.budgets = {str(k): int(v) for k, v in settings["max_new_tokens"]["by_source"].items()}
@@ -232,4 +240,4 @@ class MemoryAgentBench:
 
     def aggregate(self, rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         """The protocol's averages (%): overall, per split, per dataset; `protocol` names it."""
-        return {**self.scorer.aggregate(rows), "protocol": self.protocol}
+        return {**self.scorer.aggregate(rows), "protocol": self.protocol, "protocol_source": self.protocol_source}

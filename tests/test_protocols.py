@@ -60,6 +60,7 @@ def test_effective_protocol_of_legacy_and_new_results():
     assert effective_protocol({"benchmark": "hotpotqa", "protocol": "official"}) == "official"  # unchanged
     assert effective_protocol({"benchmark": "ifeval", "protocol": "paper"}) == "paper_v0"  # the raw prompt then
     assert effective_protocol({"benchmark": "ifeval", "protocol": "official"}) == "official"
+    assert effective_protocol({"benchmark": "memory_agent_bench", "protocol": "paper"}) == "paper_v0"
     assert effective_protocol({"benchmark": "locomo"}) is None
 
 
