@@ -15,6 +15,7 @@ from deltamem import kernel_choice
 from deltamem.tasks import say
 from evals.chat_method import context_window
 from evals.fingerprint import check_or_record, eval_fields
+from evals.predictions import read_rows
 from evals.runner import EvalRunner, Shard, provenance
 from evals.tables import build_tables
 
@@ -34,10 +35,12 @@ def evaluate(
     progress: bool = True,
     default_run_dir: str | None = None,
     wandb_name: str | None = None,
+    logger_run_dir: str | None = None,
 ) -> dict[str, Any]:
     """`python src/run.py task=eval benchmark=<b> method=<m> [adapter=<folder>] [task.conditions=[...]]`.
 
-    `default_run_dir` is read by Hydra (its run directory) and `wandb_name` by logger=wandb, not here."""
+    `default_run_dir` is read by Hydra (its run directory) and `wandb_name` by logger=wandb, not here.
+    `logger_run_dir`: the folder whose logger run the results join (its stable W&B id); None: this run's."""
     from deltamem.backbones import load_backbone
 
     shard = Shard.from_env()
@@ -73,7 +76,7 @@ def evaluate(
         say(json.dumps({c: round(v["overall"], 2) for c, v in results["conditions"].items()}))
         say(f"results: {run_dir / 'results.json'}")
         for logger_cfg in (cfg.get("logger") or {}).values():
-            _log_results(logger_cfg, cfg, results, run_dir)
+            _log_results(logger_cfg, cfg, results, run_dir, Path(logger_run_dir or run_dir))
     return results
 
 
@@ -98,34 +101,23 @@ def train_then_evaluate(
     with open_dict(scored):
         scored.paths.output_dir = str(run_dir / "eval")
         scored.adapter = trained["adapter"]
-    results = evaluate(scored, conditions, limit, questions_per_call, progress)
+    # the scores join the training's logger run: a sweep job is one W&B run (config, curves, scores)
+    results = evaluate(scored, conditions, limit, questions_per_call, progress, logger_run_dir=str(run_dir))
     summary = {"train": trained, "eval": {c: v["overall"] for c, v in results.get("conditions", {}).items()}}
     (run_dir / "train_eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _log_results(logger_cfg: DictConfig, cfg: DictConfig, results: dict[str, Any], run_dir: Path) -> None:
-    """Mirror the scalars and the table into the configured Lightning logger (W&B or CSV); a rerun
-    of the same run folder continues the same W&B run (its id comes from the folder)."""
+def _log_results(
+    logger_cfg: DictConfig, cfg: DictConfig, results: dict[str, Any], run_dir: Path, identity: Path
+) -> None:
+    """Mirror the results and predictions into the configured Lightning logger (`evals.wandb_report`);
+    the logger run's id comes from the `identity` folder, so a rerun continues the same W&B run."""
     from deltamem.run_logs import instantiate_logger
+    from evals.wandb_report import report
 
-    logger = instantiate_logger(logger_cfg, run_dir)
-    scalars = {}
-    for condition, summary in results["conditions"].items():
-        prefix = f"eval/{results['benchmark']}/{condition}"
-        scalars[f"{prefix}/overall"] = summary["overall"]
-        for category, values in summary.get("per_category", {}).items():
-            for key, value in values.items():
-                if isinstance(value, (int, float)) and key != "n":
-                    scalars[f"{prefix}/{category}/{key}"] = value
-    logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-    logger.log_metrics(scalars, step=0)
-    if type(logger).__name__ == "WandbLogger":
-        markdown, _ = build_tables([run_dir])
-        logger.log_text(key="eval/table", columns=["markdown"], data=[[markdown]])
-        logger.experiment.finish()
-    else:
-        logger.save()
+    logger = instantiate_logger(logger_cfg, identity)
+    report(logger, OmegaConf.to_container(cfg, resolve=True), results, read_rows(run_dir / "predictions.jsonl"))
 
 
 def table(cfg: DictConfig, runs: str | Sequence[str] = (), out: str | None = None) -> str:

@@ -80,15 +80,49 @@ def test_the_tables_sweep_runs_two_rows_and_resumes(tmp_path):
     assert (tmp_path / "tables" / "synthetic_vanilla" / "predictions.jsonl").read_text() == rows  # nothing redone
 
 
-def run_sweep(tmp_path) -> subprocess.CompletedProcess:
+def run_sweep(tmp_path, *overrides: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     argv = [sys.executable, str(REPO_ROOT / "src" / "run.py"), "-m", "sweep=ablation_alpha", "memory.alpha=8,16",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}", *TINY]  # fmt: skip
+            f"hydra.sweep.dir={tmp_path / 'sweep'}", *TINY, *overrides]  # fmt: skip
     return subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
 
 
-def test_a_two_job_sweep_trains_scores_and_resumes_only_the_missing_job(tmp_path):
-    done = run_sweep(tmp_path)
+def wandb_overrides(tmp_path, monkeypatch) -> list[str]:
+    """logger=wandb offline when wandb is installed (its files under tmp_path), else no logger."""
+    try:
+        import wandb  # noqa: F401
+    except ImportError:
+        return []
+    from wandb_offline import offline_env
+
+    offline_env(monkeypatch, tmp_path / "wandb_env")  # the jobs inherit the environment
+    return ["logger=wandb", "logger.wandb.offline=true"]
+
+
+def check_wandb_runs(sweep, jobs: dict[str, float]) -> None:
+    """Each job is one W&B run (training, then its scores joining it under the same id): named after
+    the sweep and its folder, in the group of the sweep folder, with its α in the config."""
+    from wandb_offline import offline_runs
+
+    from deltamem.run_logs import stable_run_id
+
+    for job, alpha in jobs.items():
+        (trained,) = offline_runs(sweep / job / "wandb")
+        scored = offline_runs(sweep / job / "eval" / "wandb")[-1]
+        results = json.loads((sweep / job / "eval" / "results.json").read_text())
+        for run in (trained, scored):
+            assert (run.run_id, run.group) == (stable_run_id(sweep / job), str(sweep))
+            assert run.name == f"ablation_alpha-{job}"
+            assert run.config["memory"]["alpha"] == alpha and run.config["sweep_name"] == "ablation_alpha"
+        assert "train/loss" in trained.history_keys()
+        overall = results["conditions"]["memory_only"]["overall"]
+        assert scored.summary["synthetic/memory_only/overall"] == pytest.approx(overall)
+        assert "synthetic/predictions" in scored.summary
+
+
+def test_a_two_job_sweep_trains_scores_and_resumes_only_the_missing_job(tmp_path, monkeypatch):
+    logger = wandb_overrides(tmp_path, monkeypatch)
+    done = run_sweep(tmp_path, *logger)
     assert done.returncode == 0, done.stderr[-3000:]
     jobs = sorted(p.name for p in (tmp_path / "sweep").iterdir() if p.is_dir() and not p.name.startswith("."))
     assert jobs == ["alpha=16", "alpha=8"]
@@ -97,20 +131,48 @@ def test_a_two_job_sweep_trains_scores_and_resumes_only_the_missing_job(tmp_path
         summary = json.loads((job / "train_eval.json").read_text())
         assert summary["train"]["steps"] == 1 and "memory_only" in summary["eval"]
         assert json.loads((job / "eval" / "results.json").read_text())["method"].startswith("deltamem")
+    if logger:
+        check_wandb_runs(tmp_path / "sweep", {"alpha=16": 16, "alpha=8": 8})
     kept = (first / "train_result.json").stat().st_mtime_ns
     import shutil
 
     shutil.rmtree(second)  # the job a killed sweep never finished
-    again = run_sweep(tmp_path)
+    again = run_sweep(tmp_path, *logger)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (first / "train_result.json").stat().st_mtime_ns == kept  # not trained again
     assert "already trained" in again.stderr
     assert json.loads((second / "train_eval.json").read_text())["train"]["steps"] == 1
+    if logger:  # the kept job logged no second training; the redone one is one W&B run again
+        check_wandb_runs(tmp_path / "sweep", {"alpha=16": 16, "alpha=8": 8})
+
+
+def wandb_of_job(*overrides: str) -> dict:
+    """The W&B settings of a sweep job's config, resolved as in the job (`${hydra:...}` set)."""
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=[*overrides, "logger=wandb"], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        return {**OmegaConf.to_container(cfg.logger.wandb, resolve=True), "job_name": cfg.job_name}
+    finally:
+        HydraConfig.instance().cfg = None  # other tests compose without Hydra running
+
+
+@pytest.mark.parametrize("sweep", SWEEPS)
+def test_every_sweep_job_names_its_wandb_run_after_the_sweep_and_groups_by_the_sweep_folder(sweep):
+    job = wandb_of_job(f"sweep={sweep}", "table_row=vanilla", "experiment=tsw_qwen4b")
+    assert job["group"] == f"multirun/{sweep}" and job["name"] == job["job_name"]
+    assert job["name"].startswith(f"{sweep}-")
+    moved = wandb_of_job(f"sweep={sweep}", "hydra.sweep.dir=/runs/b", "experiment=tsw_qwen4b")
+    assert moved["group"] == "/runs/b"  # another folder of the same sweep: another group
 
 
 def test_a_sweep_job_names_its_wandb_run_after_the_sweep_and_its_folder():
-    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
-        rank = compose("config", overrides=["sweep=ablation_rank", "memory.rank=4", "logger=wandb"])
-        targets = compose("config", overrides=["sweep=ablation_targets", "memory.targets=[q,o]", "logger=wandb"])
-    assert rank.logger.wandb.name == "ablation_rank-rank=4" and rank.logger.wandb.group == "ablation_rank"
-    assert targets.logger.wandb.name == "ablation_targets-targets=qo"
+    rank = wandb_of_job("sweep=ablation_rank", "memory.rank=4")
+    targets = wandb_of_job("sweep=ablation_targets", "memory.targets=[q,o]")
+    tables = wandb_of_job("sweep=paper_tables", "benchmark=hotpotqa", "table_row=bm25_rag")
+    assert (rank["name"], rank["group"]) == ("ablation_rank-rank=4", "multirun/ablation_rank")
+    assert targets["name"] == "ablation_targets-targets=qo"
+    assert tables["name"] == "paper_tables-hotpotqa_bm25_rag"  # the job's name, not task=eval's own

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import lightning as L
@@ -140,12 +139,14 @@ def test_resumed_run_ends_with_the_same_adapter(tmp_path):
     assert all(k.startswith("model.") and "delta_mem" in k for k in checkpoint["state_dict"])  # adapter only
 
 
-def test_wandb_offline_writes_a_run_with_our_metric_names(tmp_path, monkeypatch):
+def test_wandb_offline_gets_the_curves_the_config_and_the_parameter_counts(tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="wandb is an optional logger (the GPU machines run without it)")
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+    from wandb_offline import offline_env, offline_runs
+
+    offline_env(monkeypatch, tmp_path / "env")
+    run_dir = tmp_path / "run"
     cfg = tiny_training_cfg(
-        tmp_path,
+        run_dir,
         "~experiment",
         "logger=wandb",
         "logger.wandb.offline=true",
@@ -153,24 +154,27 @@ def test_wandb_offline_writes_a_run_with_our_metric_names(tmp_path, monkeypatch)
         "trainer.max_steps=2",
     )
     train(cfg)
-    runs = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1
-    names = (b"train/loss", b"train/beta_mean", b"train/state_norm", b"trainable_parameters")
-    for _ in range(40):  # wandb-core may still be flushing the run file after finish() returns (seen once)
-        blob = b"".join(p.read_bytes() for p in runs[0].rglob("*") if p.is_file())
-        if all(name in blob for name in names):
-            break
-        time.sleep(0.25)
-    for name in names:
-        assert name in blob, name
+    (run,) = offline_runs(run_dir / "wandb")
+    assert run.finished and (run.group, run.name) == ("adhoc", "tiny-tsw")
+    curves = {"train/loss", "train/ce", "train/sparsity", "train/beta_mean", "train/state_norm", "train/lr"}
+    assert curves | {"trainer/global_step"} <= run.history_keys()
+    logged = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    for name in curves:  # the last value W&B holds is the one metrics.jsonl holds
+        assert run.summary[name] == pytest.approx(logged[-1][name], rel=1e-6), name
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert run.config["trainable_parameters"] == info["trainable_parameters"] > 0
+    assert run.config["frozen_parameters"] == info["frozen_parameters"] > info["trainable_parameters"]
+    assert run.config["memory"]["rank"] == cfg.memory.rank and run.config["training"]["optim"]["lr"] == 2e-4
+    assert run.config["trainer"]["max_steps"] == 2  # the resolved config, every section
 
 
 def test_a_resumed_run_continues_the_same_wandb_run(tmp_path, monkeypatch):
     pytest.importorskip("wandb", reason="wandb is an optional logger (the GPU machines run without it)")
+    from wandb_offline import offline_env
+
     from deltamem.run_logs import stable_run_id
 
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+    offline_env(monkeypatch, tmp_path / "env")
     overrides = ["~experiment", "logger=wandb", "logger.wandb.offline=true", "train_data.num_episodes=8",
                  "training.global_batch_size=2", "training.checkpoint_every=1", "trainer.max_epochs=1"]
     with pytest.raises(SimulatedCrash):
