@@ -318,3 +318,22 @@ def test_figures_need_distinct_names(runs, tmp_path):
     spec = f"{{_target_: evals.figures_bars.ConditionFigure, runs: '{runs['hot_frozen']}', n_boot: 50}}"
     with pytest.raises(ValueError, match="two figures are named 'conditions'"):
         run_plot(tmp_path, f"[{spec}, {spec}]")
+
+
+def test_the_replication_preset_rebuilds_the_committed_condition_figure(tmp_path):
+    from conftest import REPO_ROOT
+
+    study = REPO_ROOT / "results" / "2026-12-03_h200_s10"
+    frozen = REPO_ROOT / "results" / "2026-12-03_h200_s9" / "frozen"
+    cfg = compose_cfg("task=plot_replication", f"task.runs.study={study}", "task.runs.selected=tsw_lr1e-3",
+                      f"task.runs.frozen={frozen}", f"task.out_dir={tmp_path}")  # fmt: skip
+    bars = instantiate(cfg.task)(cfg)["conditions"]["bars"]
+    committed = json.loads((study / "conditions.json").read_text())["bars"]
+    keys = ("benchmark", "series", "condition", "height", "ci_low", "ci_high", "n", "n_clusters")
+    assert [{k: b[k] for k in keys} for b in bars] == [{k: b[k] for k in keys} for b in committed]
+    runs = [frozen / "eval_hotpotqa", frozen / "eval_locomo"]
+    runs += [study / "tsw_lr1e-3" / "eval_hotpotqa", study / "tsw_lr1e-3" / "eval_locomo"]
+    table = table_values([str(r) for r in runs])
+    assert [b["height"] for b in bars] == pytest.approx([table[(b["runs"][0], b["condition"])] for b in bars])
+    assert len(bars) == 10
+    assert {b["condition"] for b in bars if b["series"] == "frozen"} == {"no_context", "full_context"}
