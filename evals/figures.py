@@ -6,6 +6,11 @@ typically the frozen backbone's `no_context`, δ-mem's `memory_only` (a bar per 
 from `results.json` (the mean over runs when a bar names several seeds); its error bar is the 95%
 cluster-bootstrap CI of the mean (`evals.paired.bootstrap_mean_ci`) over the per-question scores
 averaged across those runs. PNG (Agg backend) and SVG are written side by side.
+
+Every kind of figure `task=plot` draws is a `Figure` chosen by `_target_` in `task.figures`
+(conf/task/plot.yaml): `RecoveryFigure` (here), `ConditionFigure` (evals/figures_bars.py),
+`AblationCurves` (evals/figures_curves.py) and `ThroughputFigure` (evals/figures_throughput.py).
+Each rebuilds its values from files alone and writes `<stem>.png`, `<stem>.svg` and `<stem>.json`.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import matplotlib
+from omegaconf import OmegaConf
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -23,6 +29,13 @@ from evals.paired import bootstrap_mean_ci, check_against_results, load_run, ove
 from evals.protocols import effective_protocol  # noqa: E402
 from evals.score_vectors import condition_vectors, main_metric  # noqa: E402
 
+CONDITION_NAMES = {
+    "no_context": "no context",
+    "full_context": "full context",
+    "memory_only": "memory only",
+    "memory_only_wrong_history": "wrong history",
+    "recent_window": "recent window",
+}
 COLOURS = {
     "no_context": "#9e9e9e",
     "memory_only": "#1f77b4",
@@ -30,6 +43,44 @@ COLOURS = {
     "memory_only_wrong_history": "#d62728",
     "recent_window": "#ff7f0e",
 }
+
+
+def plain(value: Any) -> Any:
+    """A Hydra/OmegaConf node as plain Python (lists and dicts); anything else as it is."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def save_figure(fig: Any, out_png: str | Path) -> Path:
+    """Write `fig` as `<out_png>` (150 dpi) and the SVG beside it, then close it."""
+    out_png = Path(out_png)
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=150)
+    fig.savefig(out_png.with_suffix(".svg"))
+    plt.close(fig)
+    return out_png
+
+
+class Figure:
+    """A figure rebuilt from files alone: `data()` computes the plotted values, `draw()` the picture;
+    `render(stem)` writes `<stem>.png`, `<stem>.svg` and the values as `<stem>.json`."""
+
+    kind = "figure"
+
+    def __init__(self, name: str, title: str | None = None, out: str | None = None) -> None:
+        self.name, self.title, self.out = name, title, out
+
+    def data(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def draw(self, data: dict[str, Any], out_png: Path) -> None:
+        raise NotImplementedError
+
+    def render(self, stem: str | Path) -> dict[str, Any]:
+        stem = Path(stem)
+        data = {"kind": self.kind, "name": self.name, "title": self.title, **self.data()}
+        self.draw(data, stem.with_name(stem.name + ".png"))
+        stem.with_name(stem.name + ".json").write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        return data
 
 
 def _runs(spec: dict[str, Any]) -> list[str]:
@@ -144,9 +195,34 @@ def plot_recovery(
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_png, dpi=150)
-    fig.savefig(out_png.with_suffix(".svg"))
-    plt.close(fig)
+    save_figure(fig, out_png)
     return rows
+
+
+class RecoveryFigure(Figure):
+    """The no-context recovery bars as a `task.figures` entry: `bars` as `plot_recovery` takes them."""
+
+    kind = "recovery"
+
+    def __init__(
+        self,
+        bars: Sequence[dict[str, Any]],
+        name: str = "recovery",
+        title: str | None = "No-context recovery",
+        out: str | None = None,
+        metric: str | None = None,
+        n_boot: int = 10000,
+        seed: int = 0,
+        ci: float = 0.95,
+    ) -> None:
+        super().__init__(name, title, out)
+        self.bars = [dict(b) for b in plain(bars)]
+        self.stats = {"metric": metric, "n_boot": n_boot, "seed": seed, "ci": ci}
+
+    def data(self) -> dict[str, Any]:
+        if not self.bars:
+            raise ValueError(f"figure {self.name!r}: no bars to plot")
+        return {"bars": bar_stats(self.bars, **self.stats)}
+
+    def draw(self, data: dict[str, Any], out_png: Path) -> None:
+        plot_recovery(data["bars"], out_png, title=self.title)

@@ -198,19 +198,39 @@ def plot(
     n_boot: int = 10000,
     seed: int = 0,
     ci: float = 0.95,
-) -> list[dict[str, Any]]:
-    """`python src/run.py task=plot` with `task.bars` (conf/task/plot.yaml) → the
-    no-context recovery figure `<out>.png/.svg` and its bar values `<out>.json`."""
-    from evals.figures import bar_stats, plot_recovery
+    figures: Sequence[Any] = (),
+    out_dir: str | None = None,
+    runs: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]] | dict[str, Any]:
+    """`python src/run.py task=plot` (conf/task/plot.yaml). `task.bars` → the no-context recovery
+    figure `<out>.png/.svg/.json` (returns its bars). `task.figures`: figures chosen by `_target_`
+    (evals/figures*.py), each written to `<figure.out>` or `<out_dir>/<figure.name>` (.png/.svg/.json);
+    then returns {name: plotted values} (with `recovery` for `task.bars`). `runs` only names folders
+    that a preset's figures interpolate (conf/task/plot_replication.yaml)."""
+    from evals.figures import Figure, bar_stats, plot_recovery
 
-    if not bars:
-        raise ValueError("task=plot needs task.bars=[{label, run, condition}, ...]")
-    specs = [OmegaConf.to_container(b, resolve=True) if isinstance(b, DictConfig) else dict(b) for b in bars]
-    rows = bar_stats(specs, metric=metric, n_boot=n_boot, seed=seed, ci=ci)
-    target = _task_out(cfg, out, "recovery")
-    plot_recovery(rows, f"{target}.png", title=title)
-    Path(f"{target}.json").write_text(json.dumps(rows, indent=2) + "\n")
-    for row in rows:
-        interval = f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
-        say(f"{row['benchmark']:>12} {row['label']:<32} {row['height']:6.2f}  {interval}")
-    return rows
+    if not bars and not figures:
+        raise ValueError("task=plot needs task.bars=[{label, run, condition}, ...] or task.figures=[{_target_: ...}]")
+    drawn: dict[str, Any] = {}
+    if bars:
+        specs = [OmegaConf.to_container(b, resolve=True) if isinstance(b, DictConfig) else dict(b) for b in bars]
+        rows = bar_stats(specs, metric=metric, n_boot=n_boot, seed=seed, ci=ci)
+        target = _task_out(cfg, out, "recovery")
+        plot_recovery(rows, f"{target}.png", title=title)
+        Path(f"{target}.json").write_text(json.dumps(rows, indent=2) + "\n")
+        for row in rows:
+            interval = f"[{row['ci_low']:.2f}, {row['ci_high']:.2f}]"
+            say(f"{row['benchmark']:>12} {row['label']:<32} {row['height']:6.2f}  {interval}")
+        if not figures:
+            return rows
+        drawn["recovery"] = rows
+    for figure in figures:
+        figure = figure if isinstance(figure, Figure) else instantiate(figure)  # a dict with _target_
+        if figure.name in drawn:
+            raise ValueError(f"task.figures: two figures are named {figure.name!r}")
+        stem = Path(figure.out) if figure.out else Path(out_dir) / figure.name if out_dir else None
+        stem = stem or _task_out(cfg, None, figure.name)
+        stem.parent.mkdir(parents=True, exist_ok=True)
+        drawn[figure.name] = figure.render(stem)
+        say(f"{figure.kind} figure: {stem}.png, .svg, .json")
+    return drawn

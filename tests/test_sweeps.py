@@ -176,3 +176,32 @@ def test_a_sweep_job_names_its_wandb_run_after_the_sweep_and_its_folder():
     assert (rank["name"], rank["group"]) == ("ablation_rank-rank=4", "multirun/ablation_rank")
     assert targets["name"] == "ablation_targets-targets=qo"
     assert tables["name"] == "paper_tables-hotpotqa_bm25_rag"  # the job's name, not task=eval's own
+
+
+BANDS = [("all", range(24)), ("lower_third", range(8)), ("upper_third", range(16, 24))]
+
+
+@pytest.mark.parametrize("band, expected", BANDS)
+def test_the_depth_sweep_names_each_band_and_resolves_it_on_the_backbone(band, expected):
+    from hydra.utils import instantiate
+
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["sweep=ablation_depth", f"memory.layers={band}"])
+        sweep = compose("config", overrides=["sweep=ablation_depth"], return_hydra_config=True)
+    assert sweep.hydra.sweeper.params == {"memory.layers": "all,lower_third,middle_third,upper_third"}
+    wandb = wandb_of_job("sweep=ablation_depth", f"memory.layers={band}")
+    assert (wandb["name"], wandb["group"]) == (f"ablation_depth-layers={band}", "multirun/ablation_depth")
+    assert instantiate(cfg.memory).layer_indices(24) == tuple(expected)  # Qwen2.5-Coder-0.5B's 24 layers
+
+
+def test_a_depth_job_trains_and_scores_the_memory_of_its_third_only(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
+    argv = [sys.executable, str(REPO_ROOT / "src" / "run.py"), "-m", "sweep=ablation_depth",
+            "memory.layers=upper_third", "backbone.architecture.num_hidden_layers=3",  # tiny has 2: no thirds
+            f"hydra.sweep.dir={tmp_path / 'depth'}", *TINY]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    job = tmp_path / "depth" / "layers=upper_third"
+    assert json.loads((job / "adapter" / "adapter_config.json").read_text())["memory"]["layers"] == [2]
+    assert "memory_only" in json.loads((job / "eval" / "results.json").read_text())["conditions"]
+

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from .attach import DeltaMemModel
+from .attach import DeltaMemModel, decoder_layers
 from .config import ConfigError, DeltaMemConfig
 from .errors import UserError
 
@@ -117,14 +117,14 @@ def _check_config(model: DeltaMemModel, stored: DeltaMemConfig, source: str) -> 
     shape_fields = ("rank", "num_state_heads", "targets", "layers", "write", "alpha")
     for name in shape_fields:
         a, b = getattr(stored, name), getattr(ours, name)
-        if name == "layers":
-            a, b = _layers(a, model), _layers(b, model)
+        if name == "layers":  # None, a depth band and explicit indices compare as the indices they mean
+            a, b = _layers(stored, model), _layers(ours, model)
         if a != b:
             raise AdapterMismatchError(f"{source}: config field '{name}' is {a!r} in the file but {b!r} in the model")
 
 
-def _layers(layers: tuple[int, ...] | None, model: DeltaMemModel) -> tuple[int, ...]:
-    return tuple(range(len(model.memory_layers))) if layers is None else tuple(layers)
+def _layers(config: DeltaMemConfig, model: DeltaMemModel) -> tuple[int, ...]:
+    return tuple(config.layer_indices(len(decoder_layers(model.base_model))))
 
 
 def adapter_sha256(folder: str | Path | None) -> str | None:

@@ -88,7 +88,7 @@ class DeltaMemModel(nn.Module):
     def __init__(self, model: nn.Module, config: DeltaMemConfig):
         super().__init__()
         self.base_model = model
-        self.memory_config = config
+        self.memory_config = config.resolve_layers(len(decoder_layers(model)))  # a depth band → indices
         self.context = MemoryContext()
         self.memory_layers: dict[int, DeltaMemLayer] = {}
         self._hooks: list[Any] = []
@@ -97,8 +97,7 @@ class DeltaMemModel(nn.Module):
     # ----------------------------------------------------------------- attachment
     def _wrap(self) -> None:
         layers = decoder_layers(self.base_model)
-        indices = range(len(layers)) if self.memory_config.layers is None else self.memory_config.layers
-        for index in indices:
+        for index in self.memory_config.layer_indices(len(layers)):
             if not 0 <= index < len(layers):
                 raise ValueError(f"layer index {index} out of range: the model has {len(layers)} decoder layers")
             attn = getattr(layers[index], "self_attn", None)

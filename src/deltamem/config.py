@@ -19,6 +19,9 @@ BInit = Literal["base_slice", "zero"]
 Target = Literal["q", "k", "v", "o"]
 
 VALID_TARGETS: tuple[str, ...] = ("q", "k", "v", "o")
+# `layers` by depth band, resolved against the backbone's layer count n: band k of three holds the
+# layers [⌊k·n/3⌋, ⌊(k+1)·n/3⌋) (24 layers: 0–7, 8–15, 16–23); `all` is every layer.
+LAYER_BANDS: dict[str, int | None] = {"all": None, "lower_third": 0, "middle_third": 1, "upper_third": 2}
 
 
 class ConfigError(UserError, ValueError):
@@ -36,7 +39,8 @@ class DeltaMemConfig:
         num_state_heads: H. 1 for TSW/SSW, 4 for MSW in the paper.
         alpha: correction scale numerator; corrections are scaled by s = alpha / rank.
         targets: which projections receive a correction (q and o by default; k, v optional).
-        layers: decoder-layer indices to wrap (None = all layers).
+        layers: decoder-layer indices to wrap (None or `all` = all layers), or a depth band
+            (`lower_third`, `middle_third`, `upper_third`) resolved when the memory is attached.
         beta_bias_init: initial b_β (−1.5 gives β ≈ 0.18 at start).
         b_init: `base_slice` (release default) or `zero` init of the correction matrices.
         base_slice_scale: scale of the unit-norm base-weight columns copied into B.
@@ -58,7 +62,7 @@ class DeltaMemConfig:
     num_state_heads: int = 1
     alpha: float = 16.0
     targets: tuple[str, ...] = ("q", "o")
-    layers: tuple[int, ...] | None = None
+    layers: tuple[int, ...] | str | None = None
     beta_bias_init: float = -1.5
     b_init: BInit = "base_slice"
     base_slice_scale: float = 0.05
@@ -71,7 +75,11 @@ class DeltaMemConfig:
     def __post_init__(self) -> None:
         # Hydra/OmegaConf hands lists; keep the dataclass hashable and comparable.
         object.__setattr__(self, "targets", tuple(self.targets))
-        if self.layers is not None:
+        if isinstance(self.layers, str):
+            if self.layers not in LAYER_BANDS:
+                bands = list(LAYER_BANDS)
+                raise ConfigError(f"unknown layers {self.layers!r}; expected a list of indices or one of {bands}")
+        elif self.layers is not None:
             object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
         if self.write not in ("tsw", "ssw", "msw"):
             raise ConfigError(f"unknown write strategy {self.write!r}; expected tsw, ssw or msw")
@@ -101,10 +109,28 @@ class DeltaMemConfig:
         """s = α / r, the factor on every correction."""
         return self.alpha / self.rank
 
+    def layer_indices(self, num_layers: int) -> tuple[int, ...]:
+        """The decoder layers to wrap in a backbone of `num_layers` layers (a band resolved)."""
+        if not isinstance(self.layers, str):
+            return tuple(range(num_layers)) if self.layers is None else self.layers
+        band = LAYER_BANDS[self.layers]
+        if band is None:
+            return tuple(range(num_layers))
+        indices = tuple(range(band * num_layers // 3, (band + 1) * num_layers // 3))
+        if not indices:
+            raise ConfigError(f"layers={self.layers}: a backbone of {num_layers} decoder layers has no such third")
+        return indices
+
+    def resolve_layers(self, num_layers: int) -> "DeltaMemConfig":
+        """This config with a depth band replaced by its indices (`all` by None), as adapters store it."""
+        if not isinstance(self.layers, str):
+            return self
+        return self.replace(layers=None if self.layers == "all" else self.layer_indices(num_layers))
+
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
         out["targets"] = list(self.targets)
-        out["layers"] = None if self.layers is None else list(self.layers)
+        out["layers"] = self.layers if self.layers is None or isinstance(self.layers, str) else list(self.layers)
         return out
 
     @classmethod
@@ -131,4 +157,4 @@ def preset(name: str, **overrides: Any) -> DeltaMemConfig:
     return DeltaMemConfig(**{**presets[name], **overrides})
 
 
-__all__ = ["DeltaMemConfig", "ConfigError", "preset", "VALID_TARGETS"]
+__all__ = ["DeltaMemConfig", "ConfigError", "preset", "VALID_TARGETS", "LAYER_BANDS"]
