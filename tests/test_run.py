@@ -70,7 +70,7 @@ def readme_commands() -> list[list[str]]:
     text = (REPO_ROOT / "README.md").read_text()
     block = text.split("## Commands", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     commands = []
-    for line in block.splitlines():
+    for line in block.replace("\\\n", " ").splitlines():  # a command continued over lines is one line
         if "src/run.py" not in line:
             continue
         words = shlex.split(line.split(" #")[0].split("src/run.py", 1)[1])
