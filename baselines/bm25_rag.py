@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from evals.chat_method import ChatModelMethod
+from evals.conditions import MEMORY_PROMPTS
 from evals.methods import Answer, History, Query
 
 UNITS = ("message", "turn", "tokens")
@@ -269,7 +270,7 @@ class BM25RAG(ChatModelMethod):
     """The frozen backbone with BM25-retrieved history chunks in each prompt (config `method=bm25_rag`)."""
 
     name = "bm25_rag"
-    conditions: tuple[str, ...] = ("memory_only", "recent_window")
+    conditions: tuple[str, ...] = MEMORY_PROMPTS
 
     def __init__(
         self,

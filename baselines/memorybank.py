@@ -64,6 +64,7 @@ from torch import Tensor
 from baselines.bm25_rag import chunk_history, labelled, parse_locomo_session, render_message, with_block
 from deltamem.errors import UserError
 from evals.chat_method import ChatModelMethod
+from evals.conditions import MEMORY_PROMPTS
 from evals.methods import Answer, History, Query
 from evals.types import Generation
 
@@ -302,7 +303,7 @@ class MemoryBank(ChatModelMethod):
     """The frozen backbone with MemoryBank memories and a user portrait in each prompt (config `method=memorybank`)."""
 
     name = "memorybank"
-    conditions: tuple[str, ...] = ("memory_only", "recent_window")
+    conditions: tuple[str, ...] = MEMORY_PROMPTS
 
     def __init__(
         self,

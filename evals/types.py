@@ -57,6 +57,10 @@ class Benchmark(Protocol):
         """The chat messages to send for `item` under `condition` (the history only where shown)."""
         ...
 
+    def written_history(self, condition: str, context: Context) -> list[dict[str, str]] | None:
+        """What a method memorises from `context` under `condition` (`evals.benchmark_base`)."""
+        ...
+
     def generation(self, item: Item) -> Generation: ...
 
     def score(self, output: str, item: Item) -> dict[str, float]:
