@@ -158,6 +158,7 @@ class LoCoMo(BenchmarkBase):
         meta = {"speaker_a": str(conversation["speaker_a"]), "speaker_b": str(conversation["speaker_b"])}
         context = Context(id=sample_id, meta={**meta, "sessions": sessions})
         context.messages = [{"role": "user", "content": render.memory_message(self.templates, s)} for s in sessions]
+        context.sessions = [render.memory_structure(self.templates, s, k) for k, s in enumerate(sessions)]
         context.text = "\n\n".join(m["content"] for m in context.messages)
         return context
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 from evals.conditions import ALL_CONDITIONS, prompt_condition
-from evals.types import Generation
+from evals.types import Generation, Session
 
 
 def supports(method: "MemoryMethod", condition: str) -> bool:
@@ -33,10 +33,11 @@ def supports(method: "MemoryMethod", condition: str) -> bool:
 
 @dataclass
 class History:
-    """A context's history as the method may memorise it."""
+    """A context's history as the method may memorise it, with its structure where the benchmark has one."""
 
     context_id: str
     messages: list[dict[str, str]]  # chat messages (role/content), oldest first
+    sessions: Sequence[Session] = ()  # `Context.sessions`: dated sessions and turns of the messages (LoCoMo)
 
     @property
     def text(self) -> str:

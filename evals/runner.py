@@ -245,7 +245,9 @@ class EvalRunner:
         if not CONDITIONS[condition].memorizes_history or not pairs:
             return 0.0
         start = time.perf_counter()
-        histories = [History(key.id, self.benchmark.written_history(condition, source)) for key, source in pairs]
+        histories = [
+            History(key.id, self.benchmark.written_history(condition, source), source.sessions) for key, source in pairs
+        ]
         if len(histories) == 1:
             self.method.memorize(histories[0])
         else:
