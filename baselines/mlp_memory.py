@@ -39,6 +39,7 @@ from torch import Tensor, nn
 from baselines.context2lora import history_token_ids, seeded
 from deltamem.episodes import EpisodeBuilder
 from evals.chat_method import ChatModelMethod
+from evals.conditions import MEMORY_PROMPTS
 from evals.decoding import DecoderBackend, cache_kwargs, returned_cache
 from evals.methods import History
 
@@ -129,7 +130,7 @@ class MLPMemory(ChatModelMethod):
     """A per-context datastore of the history's hidden states, queried by kNN or imitated by an MLP."""
 
     name = "mlp_memory"
-    conditions: tuple[str, ...] = ("memory_only", "recent_window")
+    conditions: tuple[str, ...] = MEMORY_PROMPTS
 
     def __init__(
         self,

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from evals.conditions import ALL_CONDITIONS
 from evals.decoding import ChatDecoder, DecoderBackend
-from evals.methods import ALL_CONDITIONS, Answer, History, Query
+from evals.methods import Answer, History, Query
 
 
 def context_window(model: Any, fallback: int = 4096) -> int:

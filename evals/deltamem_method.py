@@ -47,13 +47,13 @@ class DeltaMemBackend(DecoderBackend):
     def __init__(self, memory_model: DeltaMemModel):
         super().__init__(memory_model.base_model)
         self.memory_model = memory_model
-        self.wants_segments = memory_model.memory_config.write == "ssw"
+        self.wants_segments = memory_model.memory_config.strategy.needs_segments
         self.write_prompt = True
         self.base_state: MemoryState | None = None  # the memorised history (batch 1), None = empty
         self.base_rows: dict[str, int] | None = None  # after memorize_many: context id → row of base_state
 
     def forward(self, input_ids, attention_mask, position_ids, cache, phase, segment_ids=None):
-        write = self.write_prompt and not (phase == "decode" and self.wants_segments)
+        write = self.write_prompt and (phase != "decode" or self.memory_model.writes_during_decode)
         out = self.memory_model(
             input_ids=input_ids,
             attention_mask=attention_mask,

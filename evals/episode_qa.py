@@ -19,10 +19,9 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+from evals.benchmark_base import ChatHistoryBenchmark
 from evals.text_metrics import exact_match, first_nonempty_line, normalize_answer, token_f1, weighted_means
 from evals.types import BenchmarkDataError, Context, Generation, Item
-
-CONDITIONS = ("full_context", "no_context", "memory_only", "recent_window")
 
 
 def with_split(config: Any, split: str) -> Any:
@@ -46,7 +45,7 @@ def with_split(config: Any, split: str) -> Any:
     return node
 
 
-class EpisodeQA:
+class EpisodeQA(ChatHistoryBenchmark):
     """The dev (or any) split of a training source as a benchmark (see the module docstring)."""
 
     name = "episode_qa"
@@ -104,19 +103,11 @@ class EpisodeQA:
                 break
         return contexts, items
 
-    def history_messages(self, context: Context) -> list[dict[str, str]]:
-        return [dict(m) for m in context.messages]
-
     def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
-        if condition not in CONDITIONS:
-            raise ValueError(f"unknown condition {condition!r} (expected one of {CONDITIONS})")
+        self.prompt_layout(condition)
         if context is None:
             raise ValueError(f"episode {item.id} has no context")
-        shown: list[dict[str, str]] = []
-        if condition == "full_context":
-            shown = context.messages
-        elif condition == "recent_window" and self.recent_window_messages > 0:
-            shown = context.messages[-self.recent_window_messages :]
+        shown = self.shown_history(condition, item, context) or []
         return [*context.meta["system"], *shown, {"role": "user", "content": item.question}]
 
     def generation(self, item: Item) -> Generation:

@@ -22,6 +22,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from evals.benchmark_base import BenchmarkBase
 from evals.data_files import read_text
 from evals.gpqa_extract import EXTRACTORS
 from evals.templates import fill, protocol_prompts, protocols_of
@@ -37,7 +38,6 @@ REQUIRED_COLUMNS = (
     "Record ID",
     "High-level domain",
 )
-CONDITIONS = ("full_context", "no_context", "memory_only", "recent_window")
 MAX_NEW_TOKENS = 8192
 REQUIRED = ("source", "user", "option", "option_join", "option_order", "seed", "extraction")
 _PERMUTATIONS = list(itertools.permutations(range(4)))  # 24, in lexicographic order
@@ -80,7 +80,7 @@ def _read_csv(path: Path) -> list[dict[str, str]]:
         return list(reader)
 
 
-class GPQADiamond:
+class GPQADiamond(BenchmarkBase):
     """GPQA-Diamond under a protocol's option order, prompt and extraction (greedy, 8,192 tokens)."""
 
     name = "gpqa"
@@ -159,8 +159,7 @@ class GPQADiamond:
 
     def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
         """The same single user turn under every condition (GPQA has no history)."""
-        if condition not in CONDITIONS:
-            raise ValueError(f"unknown condition {condition!r}; expected one of {CONDITIONS}")
+        self.prompt_layout(condition)
         t = self.templates
         options = t["option_join"].join(
             fill(t["option"], letter=letter, text=text) for letter, text in zip(LETTERS, item.meta["options"])

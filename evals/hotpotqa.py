@@ -19,6 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from evals.benchmark_base import BenchmarkBase
 from evals.data_files import looks_like_a_path, missing_file, read_json
 from evals.templates import fill, protocol_prompts, protocols_of
 from evals.text_metrics import (
@@ -37,7 +38,6 @@ PAPER_NUMBERS: dict[str, dict[str, float]] = {
     "tsw": {"em": 49.41, "f1": 63.66},
 }
 
-CONDITIONS = ("full_context", "no_context", "memory_only", "recent_window")
 SPECIAL_ANSWERS = ("yes", "no", "noanswer")
 REQUIRED = (
     "source", "user", "user_no_context", "passage", "passage_join", "no_passages", "skip_empty_passages",
@@ -48,7 +48,7 @@ DECIMALS = 4  # the release rounds each question's F1 before averaging
 Numbered = list[tuple[int, tuple[str, list[str]]]]
 
 
-class HotpotQA:
+class HotpotQA(BenchmarkBase):
     """The HotpotQA distractor benchmark (see the module docstring)."""
 
     name = "hotpotqa"
@@ -124,10 +124,6 @@ class HotpotQA:
         return contexts, items
 
     # ----------------------------------------------------------------- prompting
-    def history_messages(self, context: Context) -> list[dict[str, str]]:
-        """The passages as one user message (what the runner writes into memory)."""
-        return [dict(m) for m in context.messages]
-
     def history_text(self, context: Context) -> str:
         """The passages as plain text."""
         return context.text
@@ -146,22 +142,21 @@ class HotpotQA:
 
     def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
         """A single user turn: instruction, passages (where the condition shows them), question."""
-        if condition not in CONDITIONS:
-            raise ValueError(f"unknown condition {condition!r} (expected one of {CONDITIONS})")
+        numbered = self.shown_history(condition, item, context)
         question = item.question.strip() if self.templates["strip_question"] else item.question
-        if condition in ("no_context", "memory_only"):
+        if numbered is None:
             content = fill(self.templates["user_no_context"], context=self.render_passages([]), question=question)
             return [{"role": "user", "content": content}]
-        if context is None:
-            raise ValueError(f"condition {condition!r} needs the item's context")
-        numbered = list(enumerate(context.meta["passages"], start=1))
-        if condition == "recent_window":
-            numbered = self._recent(numbered)
         content = fill(self.templates["user"], context=self.render_passages(numbered), question=question)
         return [{"role": "user", "content": content}]
 
-    def _recent(self, numbered: Numbered) -> Numbered:
+    def full_history(self, item: Item, context: Context) -> Numbered:
+        """Every passage with its 1-based number."""
+        return list(enumerate(context.meta["passages"], start=1))
+
+    def recent_history(self, item: Item, context: Context) -> Numbered:
         """The last whole passages fitting `window_chars` (original numbering kept)."""
+        numbered = self.full_history(item, context)
         keep: Numbered = []
         used = 0
         joint = len(self.templates["passage_join"])

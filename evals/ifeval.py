@@ -31,12 +31,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, Sequence
 
+from evals.benchmark_base import BenchmarkBase
+from evals.conditions import PROMPT_CONDITIONS
 from evals.data_files import looks_like_a_path, missing_file, read_json
 from evals.nltk_data import ensure_punkt_tab
 from evals.types import BenchmarkDataError, Context, Generation, Item
 
 HUB_ID = "google/IFEval"
-CONDITIONS = ("full_context", "no_context", "memory_only", "recent_window")
+CONDITIONS = PROMPT_CONDITIONS  # every condition prompts alike: IFEval has no history
 MAX_NEW_TOKENS = {"paper": 1500, "paper_v0": 1500, "official": 1280}
 PROTOCOL_SOURCES = {
     "paper": "declare-lab/delta-Mem@5cd5d91 deltamem/eval/benchmark_compare.py + ifeval_compat.py "
@@ -132,7 +134,7 @@ def item_from_record(record: Any, where: str) -> Item:
     return Item(id=str(record["key"]), question=record["prompt"], answers=[], meta=meta)
 
 
-class IFEval:
+class IFEval(BenchmarkBase):
     """IFEval under lm-eval's strict and loose checkers (see the module docstring)."""
 
     name = "ifeval"
@@ -201,8 +203,7 @@ class IFEval:
     # ----------------------------------------------------------------- prompting
     def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
         """The prompt (stripped under "paper") as a single user turn, whatever the condition."""
-        if condition not in CONDITIONS:
-            raise ValueError(f"unknown condition {condition!r} (expected one of {CONDITIONS})")
+        self.prompt_layout(condition)
         text = item.question.strip() if STRIPS_PROMPT[self.protocol] else item.question
         return [{"role": "user", "content": text}]
 

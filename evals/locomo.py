@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from evals import locomo_render as render
+from evals.benchmark_base import BenchmarkBase
 from evals.data_files import looks_like_a_path, missing_file, read_json
 from evals.locomo_score import scorer
 from evals.templates import protocol_prompts, protocols_of
@@ -36,11 +37,10 @@ PAPER_NUMBERS: dict[str, dict[str, float]] = {
 CATEGORY_NAMES = {1: "multi_hop", 2: "temporal", 3: "open_domain", 4: "single_hop", 5: "adversarial"}
 OVERALL_EXCLUDED = ("5",)  # every protocol: adversarial questions are scored, and reported apart
 OVERALL_POLICY = "question-weighted F1 over categories 1-4; category 5 (adversarial) is reported apart"
-CONDITIONS = ("full_context", "no_context", "memory_only", "recent_window")
 _SESSION_KEY = re.compile(r"^session_(\d+)$")
 
 
-class LoCoMo:
+class LoCoMo(BenchmarkBase):
     """The LoCoMo QA benchmark (see the module docstring for protocols and conditions)."""
 
     name = "locomo"
@@ -158,6 +158,7 @@ class LoCoMo:
         meta = {"speaker_a": str(conversation["speaker_a"]), "speaker_b": str(conversation["speaker_b"])}
         context = Context(id=sample_id, meta={**meta, "sessions": sessions})
         context.messages = [{"role": "user", "content": render.memory_message(self.templates, s)} for s in sessions]
+        context.sessions = [render.memory_structure(self.templates, s, k) for k, s in enumerate(sessions)]
         context.text = "\n\n".join(m["content"] for m in context.messages)
         return context
 
@@ -193,10 +194,6 @@ class LoCoMo:
         return Item(item_id, str(qa["question"]), answers, sample_id, str(category), meta)
 
     # ----------------------------------------------------------------- prompting
-    def history_messages(self, context: Context) -> list[dict[str, str]]:
-        """The conversation as chat messages, one user turn per session, oldest first (for memory)."""
-        return [dict(m) for m in context.messages]
-
     def history_text(self, context: Context) -> str:
         """The conversation as plain text, sessions oldest first."""
         return context.text
@@ -213,25 +210,26 @@ class LoCoMo:
 
     def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
         """System + one user turn; the history appears under full_context and recent_window only."""
-        if condition not in CONDITIONS:
-            raise ValueError(f"unknown condition {condition!r} (expected one of {CONDITIONS})")
+        sessions = self.shown_history(condition, item, context)
         question = self.question_text(item)
-        if condition in ("no_context", "memory_only"):
+        if sessions is None:
             return render.messages(self.templates, render.render_user(self.templates, ("", ""), None, question))
-        if context is None:
-            raise ValueError(f"condition {condition!r} needs the item's context")
         speakers = (context.meta["speaker_a"], context.meta["speaker_b"])
-        sessions = context.meta["sessions"]
-        if condition == "recent_window":
-            sessions = self._recent_sessions(sessions)
-        elif self._count_tokens is not None and self.context_window is not None:
-            budget = self.context_window - int(self.templates["answer_reserve_tokens"])
-            sessions = render.truncate_sessions(self.templates, speakers, sessions, question, self._count_tokens,
-                                                budget)
         return render.messages(self.templates, render.render_user(self.templates, speakers, sessions, question))
 
-    def _recent_sessions(self, sessions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def full_history(self, item: Item, context: Context) -> list[dict[str, Any]]:
+        """Every session, cut by the protocol's truncation once a tokenizer is bound (`fit_to`)."""
+        sessions = context.meta["sessions"]
+        if self._count_tokens is None or self.context_window is None:
+            return sessions
+        speakers = (context.meta["speaker_a"], context.meta["speaker_b"])
+        budget = self.context_window - int(self.templates["answer_reserve_tokens"])
+        question = self.question_text(item)
+        return render.truncate_sessions(self.templates, speakers, sessions, question, self._count_tokens, budget)
+
+    def recent_history(self, item: Item, context: Context) -> list[dict[str, Any]]:
         """The latest turns: `window_turns` of them, else as many whole turns as fit `window_chars`."""
+        sessions = context.meta["sessions"]
         flat = [(s, t) for s in sessions for t in s["turns"]]
         if self.window_turns is not None:
             keep = flat[len(flat) - min(len(flat), int(self.window_turns)) :]

@@ -13,6 +13,8 @@ import random
 from typing import Any, Callable, Mapping, Sequence
 
 from evals.templates import fill
+from evals.types import Session as HistorySession
+from evals.types import Turn
 
 Templates = Mapping[str, Any]
 Session = dict[str, Any]
@@ -47,6 +49,19 @@ def memory_message(t: Templates, session: Session) -> str:
     """A session as one memorised history message (`memory_*` templates)."""
     turns = t["memory_turn_join"].join(render_turn(t, turn, "memory_turn") for turn in session["turns"])
     return fill(t["memory_session"], date=session["date"], turns=turns)
+
+
+def memory_structure(t: Templates, session: Session, message: int) -> HistorySession:
+    """The structure of `memory_message(t, session)`, history message `message`: its date and its
+    turns, each with its dialog id and its [start, end) in the message's text."""
+    head = fill(t["memory_session"].split("{turns}", 1)[0], date=session["date"])
+    join = len(t["memory_turn_join"])
+    turns, position = [], len(head)
+    for turn in session["turns"]:
+        end = position + len(render_turn(t, turn, "memory_turn"))
+        turns.append(Turn(turn["speaker"], turn["text"], turn["dia_id"], turn.get("caption", ""), (position, end)))
+        position = end + join
+    return HistorySession(int(session["number"]), message, session["date"], tuple(turns))
 
 
 def question_text(t: Templates, question: str, category: str, not_mentioned_first: bool, adversarial: str) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 from omegaconf import OmegaConf
 
+from evals.benchmark_base import BenchmarkBase
 from evals.data_files import load_hub_dataset, read_json
 from evals.mab_official import OfficialScorer
 from evals.mab_paper import PaperScorer
@@ -27,8 +28,6 @@ from evals.mab_prompts import OfficialPrompts, PaperPrompts
 from evals.types import BenchmarkDataError, Context, Generation, Item
 
 SPLITS = ("Accurate_Retrieval", "Test_Time_Learning", "Long_Range_Understanding", "Conflict_Resolution")
-CONDITIONS = ("full_context", "no_context", "memory_only", "recent_window")
-SHOWS_HISTORY = ("full_context", "recent_window")
 PROTOCOLS: dict[str, tuple[type, type]] = {
     "paper": (PaperPrompts, PaperScorer),
     "official": (OfficialPrompts, OfficialScorer),
@@ -100,7 +99,7 @@ PROTOCOL_SOURCES = {
 }
 
 
-class MemoryAgentBench:
+class MemoryAgentBench(BenchmarkBase):
     """MemoryAgentBench loader, the chosen protocol's prompts and scores, and per-source token budgets.
 
     `max_new_tokens`: `{by_source: {source: n}, default: n}`; `paper` / `official`: that protocol's
@@ -108,6 +107,7 @@ class MemoryAgentBench:
     """
 
     name = "memory_agent_bench"
+    context_optional = True  # the history hooks show an empty history without a context
 
     def __init__(
         self,
@@ -217,15 +217,17 @@ class MemoryAgentBench:
 
     def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
         """The protocol's prompt; the history is shown only under full_context / recent_window."""
-        if condition not in CONDITIONS:
-            raise ValueError(f"unknown condition {condition!r}; expected one of {CONDITIONS}")
-        history = None
-        if condition in SHOWS_HISTORY:
-            history = context.text if context is not None else ""
-            if condition == "recent_window":
-                history = history[-self.recent_window_chars :]
+        history = self.shown_history(condition, item, context)
         budget = self.max_new_tokens(item.meta["scored_as"])
         return self.prompts.prompt(item.question, history, item.meta["scored_as"], budget)
+
+    def full_history(self, item: Item, context: Context | None) -> str:
+        """The (clipped) context's text; empty without a context."""
+        return context.text if context is not None else ""
+
+    def recent_history(self, item: Item, context: Context | None) -> str:
+        """The last `recent_window_chars` characters of the text."""
+        return self.full_history(item, context)[-self.recent_window_chars :]
 
     def max_new_tokens(self, source: str) -> int:
         """The source's generation budget, matched on the exact string."""

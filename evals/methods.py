@@ -2,7 +2,8 @@
 
 A method sees a context's history through `memorize`, then answers batches of questions through
 `answer`; `reset` forgets everything. The runner's *condition* decides which history a method is
-given and what stays in each prompt (DESIGN.md), so the runner never branches on method names:
+given and what stays in each prompt (DESIGN.md, defined once in `evals.conditions`), so the runner
+never branches on method names:
 
 * `no_context`, `full_context` — nothing is memorised; the prompt holds no / all of the history.
 * `memory_only`, `recent_window` — the whole history is memorised; the prompt holds no / the most
@@ -21,18 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
-from evals.types import Generation
-
-WRONG_HISTORY = "memory_only_wrong_history"
-MEMORY_CONDITIONS = ("memory_only", "recent_window", WRONG_HISTORY)  # conditions under which `memorize` is called
-ALL_CONDITIONS = ("no_context", "full_context", "memory_only", "recent_window", WRONG_HISTORY)
-# A control condition prompts exactly as the condition it controls; only the memorised history differs.
-PROMPT_CONDITION = {WRONG_HISTORY: "memory_only"}
-
-
-def prompt_condition(condition: str) -> str:
-    """The condition whose prompt layout `condition` uses (itself, unless it is a control)."""
-    return PROMPT_CONDITION.get(condition, condition)
+from evals.conditions import ALL_CONDITIONS, prompt_condition
+from evals.types import Generation, Session
 
 
 def supports(method: "MemoryMethod", condition: str) -> bool:
@@ -42,10 +33,11 @@ def supports(method: "MemoryMethod", condition: str) -> bool:
 
 @dataclass
 class History:
-    """A context's history as the method may memorise it."""
+    """A context's history as the method may memorise it, with its structure where the benchmark has one."""
 
     context_id: str
     messages: list[dict[str, str]]  # chat messages (role/content), oldest first
+    sessions: Sequence[Session] = ()  # `Context.sessions`: dated sessions and turns of the messages (LoCoMo)
 
     @property
     def text(self) -> str:
@@ -99,3 +91,6 @@ class MemoryMethod(Protocol):
     def cost(self) -> dict[str, Any]:
         """Static costs recorded with every result, e.g. {"extra_trainable_params": 4866336}."""
         ...
+
+
+__all__ = ["ALL_CONDITIONS", "Answer", "History", "MemoryMethod", "Query", "supports"]

@@ -28,6 +28,7 @@ from deltamem.tasks import say
 from deltamem.train import attach_seeded, load_training_backbone, train
 
 from .chat_method import FrozenBackbone
+from .conditions import FULL_CONTEXT, MEMORY_ONLY, NO_CONTEXT, WRONG_HISTORY
 from .deltamem_method import DeltaMemMethod
 from .fingerprint import check_or_record
 from .runner import EvalRunner, provenance
@@ -46,8 +47,8 @@ def _evaluate(cfg: DictConfig, method: Any, conditions: Sequence[str], run_dir: 
 
 def quickstart(
     cfg: DictConfig,
-    frozen_conditions: Sequence[str] = ("no_context", "full_context"),
-    conditions: Sequence[str] = ("full_context", "memory_only", "memory_only_wrong_history"),
+    frozen_conditions: Sequence[str] = (NO_CONTEXT.name, FULL_CONTEXT.name),
+    conditions: Sequence[str] = (FULL_CONTEXT.name, MEMORY_ONLY.name, WRONG_HISTORY.name),
     batch_size: int = 16,
 ) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)

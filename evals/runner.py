@@ -1,7 +1,7 @@
 """The evaluation runner: one benchmark × one method × a list of conditions → a run directory.
 
 For each condition and each context, the runner resets the method, memorises the history where
-the condition asks for it (`MEMORY_CONDITIONS`), then asks the context's questions in calls of
+the condition asks for it (`evals.conditions`), then asks the context's questions in calls of
 `questions_per_call` (the method batches and shares the prompt prefix inside a call and across
 the context's calls). Every answered question is appended to `predictions.jsonl` at once, so a
 killed run loses at most one call; a rerun skips what is there. `results.json` is rebuilt from
@@ -28,16 +28,8 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from deltamem.errors import UserError
-from evals.methods import (
-    ALL_CONDITIONS,
-    MEMORY_CONDITIONS,
-    WRONG_HISTORY,
-    History,
-    MemoryMethod,
-    Query,
-    prompt_condition,
-    supports,
-)
+from evals.conditions import ALL_CONDITIONS, CONDITIONS, WRONG_HISTORY
+from evals.methods import History, MemoryMethod, Query, supports
 from evals.predictions import PredictionStore, mark_done, merge_shards, read_rows, shard_file
 from evals.score_vectors import write_score_vectors
 from evals.types import Context, Item
@@ -143,7 +135,7 @@ class EvalRunner:
         skipped = [c for c in self.conditions if c not in runnable]
         if skipped:
             print(f"[evals] {self.method.name} does not run {skipped}; running {runnable}", file=sys.stderr)
-        donors = self.donors(items) if WRONG_HISTORY in runnable else {}
+        donors = self.donors(items) if any(CONDITIONS[c].memorizes_other for c in runnable) else {}
         mine = self.my_groups(items)
         todo = sum(1 for c in runnable for _, g in mine for i in g if (i.id, c) not in store.done)
         bar = tqdm(
@@ -187,7 +179,9 @@ class EvalRunner:
         is fixed by the items alone, so every shard and every rerun uses the same one."""
         ids = [context_id for context_id, _ in self.groups(items) if context_id is not None]
         if len(ids) < 2:
-            raise ValueError(f"condition {WRONG_HISTORY} needs at least two contexts with questions, got {len(ids)}")
+            raise ValueError(
+                f"condition {WRONG_HISTORY.name} needs at least two contexts with questions, got {len(ids)}"
+            )
         return {ids[k]: ids[(k + 1) % len(ids)] for k in range(len(ids))}
 
     def _units(
@@ -205,7 +199,7 @@ class EvalRunner:
         each): a method with `memorize_many` memorises all of a call's histories at once, and one
         that memorises nothing needs none. A context with more questions than a call holds keeps its
         calls to itself (its long prefix stays shared)."""
-        memorizing = condition in MEMORY_CONDITIONS and getattr(self.method, "memorizes", True)
+        memorizing = CONDITIONS[condition].memorizes_history and getattr(self.method, "memorizes", True)
         packs = not memorizing or hasattr(self.method, "memorize_many")
         units: list[Unit] = []
         packed: list[tuple[Item, Context | None]] = []
@@ -218,7 +212,7 @@ class EvalRunner:
             for _, context in pairs:
                 if context is not None and context.id not in seen:
                     seen.add(context.id)
-                    source = contexts[donors[context.id]] if condition == WRONG_HISTORY else context
+                    source = contexts[donors[context.id]] if CONDITIONS[condition].memorizes_other else context
                     out.append((context, source))
             return out
 
@@ -248,10 +242,12 @@ class EvalRunner:
     def _prepare(self, condition: str, pairs: Sequence[tuple[Context, Context]]) -> float:
         """Reset the method and memorise the unit's histories (one, or several at once)."""
         self.method.reset()
-        if condition not in MEMORY_CONDITIONS or not pairs:
+        if not CONDITIONS[condition].memorizes_history or not pairs:
             return 0.0
         start = time.perf_counter()
-        histories = [History(key.id, self.benchmark.history_messages(source)) for key, source in pairs]
+        histories = [
+            History(key.id, self.benchmark.written_history(condition, source), source.sessions) for key, source in pairs
+        ]
         if len(histories) == 1:
             self.method.memorize(histories[0])
         else:
@@ -267,7 +263,7 @@ class EvalRunner:
     ) -> list[dict[str, Any]]:
         items = [item for item, _ in call]
         queries = []
-        shown = prompt_condition(condition)
+        shown = CONDITIONS[condition].prompt_name
         for item, context in call:
             messages = self.benchmark.prompt(item, context, shown)
             question = getattr(self.benchmark, "question_text", lambda i: i.question)(item)
@@ -293,7 +289,7 @@ class EvalRunner:
                     "truncated_tokens": answer.truncated_tokens,
                     "answer_seconds": round(seconds, 4),
                     "memorize_seconds": round(memorize_s, 4),
-                    **({"history_from": history_of[item.context_id]} if condition == WRONG_HISTORY else {}),
+                    **({"history_from": history_of[item.context_id]} if CONDITIONS[condition].memorizes_other else {}),
                     "seed": query.generation.seed,
                     **({"extra": answer.extra} if answer.extra else {}),
                     **({"item_meta": _jsonable(item.meta)} if item.meta else {}),

@@ -11,13 +11,12 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from deltamem.train_data.synthetic import SyntheticChats, score
+from evals.benchmark_base import ChatHistoryBenchmark
 from evals.text_metrics import weighted_means
 from evals.types import Context, Generation, Item
 
-CONDITIONS = ("full_context", "no_context", "memory_only", "recent_window")
 
-
-class SyntheticBenchmark:
+class SyntheticBenchmark(ChatHistoryBenchmark):
     """Held-out synthetic chats; `recent_window_messages` history messages stay in the prompt under recent_window."""
 
     name = "synthetic"
@@ -49,19 +48,11 @@ class SyntheticBenchmark:
             items.append(Item(record["id"], messages[-2]["content"], [record["answer"]], record["id"], category))
         return contexts, items
 
-    def history_messages(self, context: Context) -> list[dict[str, str]]:
-        return [dict(m) for m in context.messages]
-
     def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
-        if condition not in CONDITIONS:
-            raise ValueError(f"unknown condition {condition!r} (expected one of {CONDITIONS})")
+        self.prompt_layout(condition)
         if context is None:
             raise ValueError(f"synthetic item {item.id} has no context")
-        shown: list[dict[str, str]] = []
-        if condition == "full_context":
-            shown = context.messages
-        elif condition == "recent_window" and self.recent_window_messages > 0:
-            shown = context.messages[-self.recent_window_messages :]
+        shown = self.shown_history(condition, item, context) or []
         return [*context.meta["system"], *shown, {"role": "user", "content": item.question}]
 
     def generation(self, item: Item) -> Generation:

@@ -18,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from evals.conditions import PROMPT_CONDITIONS
 from evals.protocols import effective_protocol
 
 FROZEN = "vanilla"
@@ -188,7 +189,7 @@ def _main_value(summary: dict[str, Any]) -> float | None:
 
 
 def _ordered_conditions(runs: Sequence[dict[str, Any]]) -> list[str]:
-    order = ["full_context", "no_context", "memory_only", "recent_window"]
+    order = list(PROMPT_CONDITIONS)
     present = {c for r in runs for c in r["conditions"]}
     return [c for c in order if c in present] + sorted(present - set(order))
 

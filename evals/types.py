@@ -18,12 +18,38 @@ class BenchmarkDataError(UserError, ValueError):
     """A data file that does not match the benchmark's upstream schema (file, record, field named)."""
 
 
+@dataclass(frozen=True)
+class Turn:
+    """One turn of a conversation history, as the benchmark's data gives it."""
+
+    speaker: str
+    text: str
+    turn_id: str = ""  # the benchmark's id of the turn (LoCoMo's dialog id, "D3:7"); "" when it has none
+    caption: str = ""  # the caption of an image shared with the turn; "" for none
+    span: tuple[int, int] = (0, 0)  # [start, end) of the turn in the text of the history message holding it
+
+
+@dataclass(frozen=True)
+class Session:
+    """One sitting of a conversation history: where it is in the history messages, its date, its turns."""
+
+    number: int  # 1-based, oldest first
+    message: int  # index of the history message it starts (LoCoMo: one message per session)
+    date: str = ""
+    turns: tuple[Turn, ...] = ()
+
+
 @dataclass
 class Context:
+    """A history the questions point at: its messages (what a method memorises), a plain-text form,
+    and its structure where the loader knows it (`sessions`: LoCoMo's dated sessions and turns), so
+    no method has to parse the rendered text back."""
+
     id: str
     messages: list[dict[str, str]] = field(default_factory=list)  # a chat history (role/content)
     text: str = ""  # or a plain-text history
     meta: dict[str, Any] = field(default_factory=dict)
+    sessions: list[Session] = field(default_factory=list)  # the messages' sessions, oldest first ([]: none)
 
 
 @dataclass
@@ -55,6 +81,10 @@ class Benchmark(Protocol):
 
     def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
         """The chat messages to send for `item` under `condition` (the history only where shown)."""
+        ...
+
+    def written_history(self, condition: str, context: Context) -> list[dict[str, str]] | None:
+        """What a method memorises from `context` under `condition` (`evals.benchmark_base`)."""
         ...
 
     def generation(self, item: Item) -> Generation: ...

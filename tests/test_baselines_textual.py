@@ -136,10 +136,10 @@ def test_bm25_token_windows_overlap_and_cover_the_history(loaded):
 
 def test_locomo_dialog_ids_and_recall(locomo_file):
     contexts, items = LoCoMo(str(locomo_file)).load()
-    turns = chunk_history(contexts[0].messages, "turn")
+    turns = chunk_history(contexts[0].messages, "turn", sessions=contexts[0].sessions)  # the loader's structure
     assert [c.dia_ids for c in turns] == [["D1:1"], ["D1:2"], ["D1:3"], ["D2:1"], ["D2:2"], ["D2:3"]]
     assert turns[3].text.startswith("DATE: 9:30 am on 20 March, 2023\nTheo said") and "chewing" in turns[3].text
-    sessions = chunk_history(contexts[0].messages, "message")
+    sessions = chunk_history(contexts[0].messages, "message", sessions=contexts[0].sessions)
     assert sessions[1].dia_ids == ["D2:1", "D2:2", "D2:3"]
     assert evidence_recall(["D1:3", "D2:2"], ["D1:3"]) == 1.0
     assert evidence_recall(["D1:1"], ["D1:3", "D2:2"]) == 0.0
@@ -344,7 +344,7 @@ def test_memorybank_labels_locomo_memories_with_session_dates(loaded, locomo_fil
     contexts, _ = LoCoMo(str(locomo_file)).load()
     method = MemoryBank(loaded, encoder=HashEncoder(), raw_memories=True, write_facts=False, portrait=False)
     method.max_new["summary"] = 2
-    method.memorize(History(contexts[0].id, contexts[0].messages))
+    method.memorize(History(contexts[0].id, contexts[0].messages, contexts[0].sessions))
     raw = [m for m in method.store.memories if m.kind == "raw"]
     assert [m.session for m in raw] == [1, 1, 1, 2, 2, 2] and method.store.now == 2.0
     assert raw[2].label == "session 1, 1:00 pm on 3 March, 2023, raw"

@@ -2,9 +2,10 @@
 
 from .attach import DeltaMemModel, attach_memory
 from .config import ConfigError, DeltaMemConfig, preset
-from .layer import MissingSegmentsError, StateBatchError
+from .layer import StateBatchError
 from .scan import delta_scan
 from .state import MemoryState
+from .write_strategy import MissingSegmentsError
 
 __all__ = [
     "DeltaMemModel",

@@ -26,6 +26,7 @@ from torch import Tensor
 from .attach import DeltaMemModel, decoder_layers
 from .config import ConfigError, DeltaMemConfig
 from .errors import UserError
+from .write_strategy import from_release
 
 OUR_CONFIG, OUR_WEIGHTS = "adapter_config.json", "adapter_model.safetensors"
 RELEASE_CONFIG, RELEASE_WEIGHTS = "delta_mem_config.json", "delta_mem_adapter.pt"
@@ -186,8 +187,6 @@ def load_adapter(model: DeltaMemModel, folder: str | Path) -> None:
 
 
 # ---------------------------------------------------------------------- the release's format
-_RELEASE_GRANULARITY = {"tsw": "token", "msw": "token"}
-_RELEASE_SSW = {"message": "message_mean", "sentence": "sentence_mean"}
 # Release fields whose non-default values switch on mechanisms δ-mem's paper variants do not use.
 _RELEASE_REQUIRED = {
     "normalize_qk": True,
@@ -214,16 +213,14 @@ def release_config_to_ours(data: dict[str, Any]) -> DeltaMemConfig:
             )
     granularity = data.get("memory_write_granularity", "token")
     heads = int(data.get("num_state_heads", 1))
-    if granularity == "token":
-        write, unit = ("msw" if heads > 1 else "tsw"), "message"
-    elif granularity in ("message_mean", "sentence_mean"):
-        write, unit = "ssw", granularity.split("_")[0]
-    else:
+    found = from_release(granularity, heads)
+    if found is None:
         raise ConfigError(f"release memory_write_granularity {granularity!r} is not supported")
+    strategy, unit = found
     output_init = data.get("output_init", "zero")
     layers = data.get("target_layers") or None
     return DeltaMemConfig(
-        write=write,
+        write=strategy.name,
         rank=int(data.get("rank", 8)),
         num_state_heads=heads,
         alpha=float(data.get("alpha", 16.0)),
@@ -237,7 +234,7 @@ def release_config_to_ours(data: dict[str, Any]) -> DeltaMemConfig:
 
 
 def ours_to_release_config(config: DeltaMemConfig) -> dict[str, Any]:
-    granularity = _RELEASE_SSW[config.segment_unit] if config.write == "ssw" else _RELEASE_GRANULARITY[config.write]
+    granularity = config.strategy.release_granularity(config.segment_unit)
     return {
         "rank": config.rank,
         "alpha": config.alpha,

@@ -173,14 +173,14 @@ class DeltaMemModel(nn.Module):
         read: their message is not complete until generation ends."""
         decode_steps = {"seen": False}
 
-        def ssw_decode_read_only(module: nn.Module, args: tuple, kwargs: dict) -> None:
-            if self.memory_config.write == "ssw":
+        def decode_read_only(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if not self.writes_during_decode:
                 self.context.read_only_steps = decode_steps["seen"]
                 if decode_steps["seen"]:
                     self.context.segment_ids = None
             decode_steps["seen"] = True
 
-        hook = self.base_model.get_decoder().register_forward_pre_hook(ssw_decode_read_only, with_kwargs=True)
+        hook = self.base_model.get_decoder().register_forward_pre_hook(decode_read_only, with_kwargs=True)
         try:
             with self._call_context(segment_ids, write):
                 return self.base_model.generate(*args, **kwargs)
@@ -257,7 +257,7 @@ class DeltaMemModel(nn.Module):
     @property
     def writes_during_decode(self) -> bool:
         """Whether generated tokens are written (TSW/MSW) or only read (SSW: their message is open)."""
-        return self.memory_config.write != "ssw"
+        return self.memory_config.strategy.writes_during_decode
 
     def pin_state(self, batch_size: int, buffers: dict[int, Tensor] | None = None) -> dict[int, Tensor]:
         """Move every layer's state into persistent fp32 buffers (reused when their shapes fit), which

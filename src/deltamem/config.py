@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from .errors import UserError
+from .write_strategy import STRATEGIES, UnknownWriteStrategyError, WriteStrategy, write_strategy
 
-WriteStrategy = Literal["tsw", "ssw", "msw"]
+WriteName = Literal["tsw", "ssw", "msw"]  # a key of `write_strategy.STRATEGIES`
 SegmentUnit = Literal["message", "sentence"]
 BInit = Literal["base_slice", "zero"]
 Target = Literal["q", "k", "v", "o"]
@@ -57,7 +58,7 @@ class DeltaMemConfig:
         scan_chunk_size: chunk length of the parallel scan.
     """
 
-    write: WriteStrategy = "tsw"
+    write: WriteName = "tsw"
     rank: int = 8
     num_state_heads: int = 1
     alpha: float = 16.0
@@ -81,8 +82,10 @@ class DeltaMemConfig:
                 raise ConfigError(f"unknown layers {self.layers!r}; expected a list of indices or one of {bands}")
         elif self.layers is not None:
             object.__setattr__(self, "layers", tuple(int(i) for i in self.layers))
-        if self.write not in ("tsw", "ssw", "msw"):
-            raise ConfigError(f"unknown write strategy {self.write!r}; expected tsw, ssw or msw")
+        try:
+            write_strategy(self.write)
+        except UnknownWriteStrategyError as error:
+            raise ConfigError(str(error)) from None
         if self.rank < 1 or self.num_state_heads < 1:
             raise ConfigError(f"rank and num_state_heads must be ≥ 1, got {self.rank}, {self.num_state_heads}")
         bad = [t for t in self.targets if t not in VALID_TARGETS]
@@ -98,6 +101,11 @@ class DeltaMemConfig:
             raise ConfigError(f"unknown compute_dtype {self.compute_dtype!r}; expected input or param")
         if self.scan_chunk_size < 1:
             raise ConfigError(f"scan_chunk_size must be ≥ 1, got {self.scan_chunk_size}")
+
+    @property
+    def strategy(self) -> WriteStrategy:
+        """The write strategy object `write` names (what callers ask instead of testing the name)."""
+        return write_strategy(self.write)
 
     @property
     def memory_dim(self) -> int:
@@ -147,11 +155,7 @@ class DeltaMemConfig:
 
 def preset(name: str, **overrides: Any) -> DeltaMemConfig:
     """The paper's three variants: `tsw`, `ssw` (rank 8, one state) and `msw` (four states)."""
-    presets: dict[str, dict[str, Any]] = {
-        "tsw": dict(write="tsw", num_state_heads=1),
-        "ssw": dict(write="ssw", num_state_heads=1),
-        "msw": dict(write="msw", num_state_heads=4),
-    }
+    presets = {name: dict(write=name, num_state_heads=s.state_heads) for name, s in STRATEGIES.items()}
     if name not in presets:
         raise ConfigError(f"unknown preset {name!r}; expected one of {sorted(presets)}")
     return DeltaMemConfig(**{**presets[name], **overrides})

@@ -22,9 +22,8 @@ from torch import Tensor, nn
 
 from . import kernel_choice
 from .config import DeltaMemConfig
-from .errors import UserError
 from .kernels.activate import activate_fused, activate_reference, fused_activate_available
-from .scan import delta_scan, read_only
+from .scan import read_only
 
 _NORM_EPS = 1e-6  # floor of the per-head L2 norm of q̃ and k̃
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -45,10 +44,6 @@ def _decode_kernel_importable() -> bool:
     return triton_available()
 
 
-class MissingSegmentsError(UserError, ValueError):
-    """SSW was asked to write without segment ids (the release silently fell back to TSW)."""
-
-
 class StateBatchError(ValueError):
     """The stored state holds a different number of sequences than the current batch."""
 
@@ -66,6 +61,7 @@ class DeltaMemLayer(nn.Module):
     def __init__(self, config: DeltaMemConfig, hidden_size: int, q_out: int, kv_out: int, layer_index: int):
         super().__init__()
         self.config = config
+        self.strategy = config.strategy  # how a writing call turns projections into reads and a state
         self.layer_index = layer_index
         self.rank, self.heads, D = config.rank, config.num_state_heads, config.memory_dim
         dtype = _DTYPES[config.param_dtype]
@@ -219,33 +215,22 @@ class DeltaMemLayer(nn.Module):
         self.last_beta = beta
         if not write:
             reads = read_only(q, state, valid)
-        elif self.config.write == "ssw":
-            if segment_ids is None:
-                raise MissingSegmentsError(
-                    "SSW writes one state update per segment and needs segment ids for every write; "
-                    "pass segment_ids (message or sentence ids, -1 for unwritten tokens) or disable writes"
-                )
-            reads = read_only(q, state, valid)  # every token reads the state as it was at call start
-            seg_pre, seg_valid = segment_means(pre, segment_ids, valid)
-            _, seg_k, seg_v, seg_beta = self.activate(seg_pre)
-            _, new_state = delta_scan(
-                seg_k, seg_k, seg_v, seg_beta, seg_valid, state, chunk_size=self.config.scan_chunk_size
+        else:  # (B, T, H, r) reads and the (B, H, r, r) state after the call, as the strategy writes
+            reads, new_state = self.strategy.write(
+                pre, q, k, v, beta, valid, state, segment_ids, self.activate, self.config.scan_chunk_size
             )
-            self._store(new_state)
-        else:
-            reads, new_state = delta_scan(q, k, v, beta, valid, state, chunk_size=self.config.scan_chunk_size)
             self._store(new_state)
         self.reads = reads.reshape(B, T, -1).to(self._matmul_dtype(x))
         return self.reads
 
     def _fused_decode_applies(self, x: Tensor, write: bool) -> bool:
-        """One token per sequence on a GPU, no autograd, fp32 state, and not an SSW segment write."""
+        """One token per sequence on a GPU, no autograd, fp32 state, and not a segment write (SSW)."""
         return (
             x.shape[1] == 1
             and x.is_cuda
             and not torch.is_grad_enabled()
             and self.config.state_dtype_between_calls == "float32"
-            and not (write and self.config.write == "ssw")
+            and not (write and self.strategy.needs_segments)
             and decode_kernel_available()
         )
 
@@ -309,33 +294,6 @@ class DeltaMemLayer(nn.Module):
         else:  # compute_dtype=param under a lower-precision backbone: the GEMM in fp32, then cast
             flat.add_(F.linear(reads, weight).to(out.dtype), alpha=self.config.scale)
         return out
-
-
-def segment_means(pre: Tensor, segment_ids: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor]:
-    """Mean pre-activation of every segment, for SSW's one-write-per-segment.
-
-    The projections are linear, so the mean of A·x over a segment equals A·x̄ (METHOD.md §4).
-
-    pre: (B, T, 4, H, r); segment_ids: (B, T) long, -1 for tokens outside every segment.
-    Returns (B, N, 4, H, r) means in ascending segment-id order over the N ids present in the
-    batch, and (B, N) bool marking the segments each sequence actually has.
-    """
-    if segment_ids.shape != pre.shape[:2]:
-        raise ValueError(
-            f"segment_ids shape {tuple(segment_ids.shape)} does not match the tokens {tuple(pre.shape[:2])}"
-        )
-    member = segment_ids >= 0
-    if valid is not None:
-        member = member & valid
-    ids, position = torch.unique(segment_ids.masked_fill(~member, -1), return_inverse=True)
-    has_unwritten = bool(ids.numel()) and int(ids[0]) < 0
-    onehot = F.one_hot(position, ids.numel()).to(pre.dtype) * member[..., None].to(pre.dtype)  # (B, T, N)
-    if has_unwritten:
-        onehot = onehot[..., 1:]  # drop the column of id -1
-    counts = onehot.sum(1)  # (B, N)
-    sums = torch.einsum("btn,btf->bnf", onehot, pre.flatten(2))
-    means = sums / counts.clamp_min(1)[..., None]
-    return means.view(*means.shape[:2], *pre.shape[2:]), counts > 0
 
 
 class CorrectedLinear(nn.Module):

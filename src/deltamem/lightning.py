@@ -184,7 +184,7 @@ class DeltaMemLightning(L.LightningModule):
         model = self.model
         model.reset_state()
         if batch["write_input_ids"].shape[1] > 0:
-            segments = batch["write_segment_ids"] if model.memory_config.write == "ssw" else None
+            segments = batch["write_segment_ids"] if model.memory_config.strategy.needs_segments else None
             model.write_history(batch["write_input_ids"], batch["write_attention_mask"], segments)
         with torch.no_grad():  # a logged statistic, not part of the loss
             batch_size = batch["read_input_ids"].shape[0]

@@ -107,8 +107,8 @@ class MemorySession:
             self._load_into_model()
             tokens = torch.tensor([ids], dtype=torch.long, device=self.device)  # (1, T)
             segs = torch.tensor([segments], dtype=torch.long, device=self.device)  # (1, T)
-            ssw = self.model.memory_config.write == "ssw"
-            self.model.write_history(tokens, None, segs if ssw else None, chunk_size=self.window)
+            needs_segments = self.model.memory_config.strategy.needs_segments
+            self.model.write_history(tokens, None, segs if needs_segments else None, chunk_size=self.window)
             self.state = self.model.get_state().clone()
         self.meta.tokens_written += len(ids)
         self.meta.messages_written += len(messages)
