@@ -1,8 +1,8 @@
 """MemoryBank (Zhong et al., 2023): the backbone's notes on each session, retrieved by similarity, with forgetting.
 
-`memorize` splits the history into sessions (a session of the history's structure, `History.sessions`
-— a LoCoMo session message —, or a message opening with ``(Session N)`` as in the synthetic chats,
-starts one; a history with neither is cut into groups of `messages_per_session` messages), then has
+`memorize` splits the history into sessions (each session of the history's structure, `History.sessions`
+— a LoCoMo session message, a synthetic chat's session —, starts one; a history without structure is
+cut into groups of `messages_per_session` messages), then has
 the backbone itself write, with the method's own decoder (greedy), for every session a **summary** and
 a list of **key facts** (one memory per line, at most `max_facts_per_session`), and, from all
 summaries, a **user portrait** (a short description of the people). With `raw_memories`, each
@@ -88,7 +88,6 @@ PORTRAIT_PROMPT = (
 )
 PORTRAIT_HEADER = "Portrait of the people in the conversation:"
 MEMORY_HEADER = "Memories from earlier conversations (most relevant first):"
-_SESSION_MARK = re.compile(r"^\s*\(Session \d+\)")
 _BULLET = re.compile(r"^\s*(?:[-*•]|\d+[.)])\s*")
 
 
@@ -275,9 +274,9 @@ class SentenceEncoder:
 def split_sessions(
     messages: Sequence[dict[str, str]], messages_per_session: int = 10, sessions: Sequence[Session] = ()
 ) -> list[list[int]]:
-    """Message indices of each session: the structure's sessions and ``(Session N)`` markers, or fixed-size groups."""
+    """Message indices of each session: the structure's sessions, or fixed-size groups without one."""
     structured = session_of_message(sessions)
-    starts = [i for i, m in enumerate(messages) if i in structured or _SESSION_MARK.match(m["content"])]
+    starts = [i for i in range(len(messages)) if i in structured]
     if not starts:
         starts = list(range(0, len(messages), max(1, int(messages_per_session))))
     elif starts[0] != 0:

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from evals.benchmark_base import ChatHistoryBenchmark
 from evals.text_metrics import exact_match, first_nonempty_line, normalize_answer, token_f1, weighted_means
-from evals.types import BenchmarkDataError, Context, Generation, Item
+from evals.types import BenchmarkDataError, Context, Generation, Item, sessions_starting_at
 
 
 def with_split(config: Any, split: str) -> Any:
@@ -96,7 +96,8 @@ class EpisodeQA(ChatHistoryBenchmark):
             question, answer = messages[-2], messages[-1]
             if question["role"] != "user" or answer["role"] != "assistant":
                 raise BenchmarkDataError(f"{where}: must end with a user question and the assistant's answer")
-            contexts.append(Context(episode_id, messages=history, meta={"system": system}))
+            sessions = sessions_starting_at(meta.get("session_starts") or [], offset=len(system))  # synthetic chats
+            contexts.append(Context(episode_id, messages=history, meta={"system": system}, sessions=sessions))
             category = str(meta.get("source", "all"))
             items.append(Item(episode_id, question["content"], [answer["content"]], episode_id, category, meta))
             if self.limit is not None and len(items) >= self.limit:

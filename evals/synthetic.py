@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from deltamem.train_data.synthetic import SyntheticChats, score
 from evals.benchmark_base import ChatHistoryBenchmark
 from evals.text_metrics import weighted_means
-from evals.types import Context, Generation, Item
+from evals.types import Context, Generation, Item, sessions_starting_at
 
 
 class SyntheticBenchmark(ChatHistoryBenchmark):
@@ -43,7 +43,8 @@ class SyntheticBenchmark(ChatHistoryBenchmark):
             system = [m for m in messages[:1] if m["role"] == "system"]
             history = messages[len(system) : -2]
             meta = {"system": system, "was_updated": record["meta"]["was_updated"]}
-            contexts.append(Context(record["id"], messages=history, meta=meta))
+            sessions = sessions_starting_at(record["meta"]["session_starts"], offset=len(system))
+            contexts.append(Context(record["id"], messages=history, meta=meta, sessions=sessions))
             category = "updated" if record["meta"]["was_updated"] else "stated_once"
             items.append(Item(record["id"], messages[-2]["content"], [record["answer"]], record["id"], category))
         return contexts, items

@@ -39,6 +39,12 @@ class Session:
     turns: tuple[Turn, ...] = ()
 
 
+def sessions_starting_at(starts: Sequence[int], offset: int = 0) -> list[Session]:
+    """Undated sessions that start at these message indices (a generator's `session_starts`), each
+    moved back by `offset` (the messages dropped in front of the history, e.g. a system prompt)."""
+    return [Session(number=k + 1, message=int(start) - offset) for k, start in enumerate(starts)]
+
+
 @dataclass
 class Context:
     """A history the questions point at: its messages (what a method memorises), a plain-text form,

@@ -353,9 +353,17 @@ def test_memorybank_labels_locomo_memories_with_session_dates(loaded, locomo_fil
     assert method.store.memories[method.answer([q])[0].extra["memories"][0]] is raw[2]
 
 
-def test_sessions_follow_markers():
+def test_sessions_follow_the_synthetic_chats_structure_not_their_text():
+    from evals.synthetic import SyntheticBenchmark
+
+    contexts, _ = SyntheticBenchmark(num_episodes=4, seed=3, sessions=3).load()
+    for context in contexts:
+        groups = split_sessions(context.messages, 10, context.sessions)
+        assert len(groups) == 3 and [g[0] for g in groups] == [s.message for s in context.sessions]
+        for number, group in enumerate(groups, start=1):  # each starts at the message carrying its marker
+            assert context.messages[group[0]]["content"].startswith(f"(Session {number}) ")
     chat = [{"role": "user", "content": t} for t in ("(Session 1) a", "b", "(Session 2) c", "d", "e")]
-    assert split_sessions(chat) == [[0, 1], [2, 3, 4]]
+    assert split_sessions(chat, messages_per_session=3) == [[0, 1, 2], [3, 4]]  # no structure: markers are text
     assert split_sessions([{"role": "user", "content": "x"}] * 5, messages_per_session=2) == [[0, 1], [2, 3], [4]]
 
 

@@ -84,6 +84,7 @@ def test_synthetic_structure_and_facts(kwargs: dict) -> None:
         users = [m["content"] for m in msgs if m["role"] == "user"]
         markers = [u.split(")")[0] for u in users if u.startswith("(Session ")]
         assert markers == [f"(Session {k}" for k in range(1, meta["sessions"] + 1)]
+        assert [msgs[i]["content"].split(")")[0] for i in meta["session_starts"]] == markers  # the structure
         question, history = msgs[-2]["content"], msgs[:-2]
         assert meta["person"] in question
         assert not any(_contains(question, v) for v in ALL_VALUES)  # no value, let alone the answer, is asked

@@ -241,11 +241,13 @@ class SyntheticChats:
         asked = rng.randrange(self.facts)
         target = facts[asked]
         messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        evidence = []
+        evidence, session_starts = [], []
         for s, session in enumerate(turns):
             for t, (user, reply, fact_id) in enumerate(session):
                 if fact_id == asked:
                     evidence.append(len(messages) + (self.fact_speaker == "assistant"))
+                if t == 0:
+                    session_starts.append(len(messages))
                 content = f"(Session {s + 1}) {user}" if t == 0 else user
                 messages += [{"role": "user", "content": content}, {"role": "assistant", "content": reply}]
         question = rng.choice(self._templates(target["attribute"])[2]).format(p=target["person"], a=target["attribute"])
@@ -258,6 +260,7 @@ class SyntheticChats:
             "was_updated": target["stale_value"] is not None,
             "stale_value": target["stale_value"],
             "sessions": n_sessions,
+            "session_starts": session_starts,  # index in `messages` of each session's first message
             "evidence_turns": evidence,
             "facts": facts,
             "split": self.split,
