@@ -92,18 +92,11 @@ def _validate(row: Any, origin: str, split: str, index: int) -> None:
         raise _field_error(origin, split, index, "metadata.source")
 
 
-# What each protocol follows, recorded in results.json (evals/protocols.py tells earlier files apart)
-PROTOCOL_SOURCES = {
-    "paper": "declare-lab/delta-Mem@5cd5d91 deltamem/eval/ (PAPER_PROTOCOL.md §5: unified prompt, 120K pre-clip)",
-    "official": "HUST-AI-HYZ/MemoryAgentBench@455306d utils/templates.py, utils/eval_other_utils.py",
-}
-
-
 class MemoryAgentBench(BenchmarkBase):
     """MemoryAgentBench loader, the chosen protocol's prompts and scores, and per-source token budgets.
 
     `max_new_tokens`: `{by_source: {source: n}, default: n}`; `paper` / `official`: that protocol's
-    `{prompts: ..., scoring: ...}` settings. Left out, they are read from the benchmark config file.
+    `{source: ..., prompts: ..., scoring: ...}` settings. Left out, they are read from the benchmark config file.
     """
 
     name = "memory_agent_bench"
@@ -129,7 +122,7 @@ class MemoryAgentBench(BenchmarkBase):
         self.source = source if hasattr(source, "rows") else str(source)  # a hub id, a JSON file or a builder
         self.splits = tuple(splits)
         self.protocol = protocol
-        self.protocol_source = PROTOCOL_SOURCES[protocol]
+        self.protocol_source = str(settings[protocol]["source"])  # what results.json names this protocol's spec
         self.limit_rows = limit_rows
         self.recent_window_chars = int(recent_window_chars)
         self.budgets = {str(k): int(v) for k, v in settings["max_new_tokens"]["by_source"].items()}

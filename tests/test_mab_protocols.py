@@ -93,7 +93,11 @@ def test_both_protocols_come_from_the_config_and_results_name_them():
         cfg = compose_config("task=eval", "benchmark=memory_agent_bench", f"benchmark.loader.protocol={protocol}",
                              f"benchmark.loader.source={MAB_JSON}", f"benchmark.loader.recsys_entities={ENTITIES}")
         bench = instantiate(cfg.benchmark.loader)
-        assert bench.protocol == protocol and bench.aggregate([{"category": "c", "score": 1.0}])["protocol"] == protocol
+        aggregate = bench.aggregate([{"category": "c", "score": 1.0}])
+        assert bench.protocol == aggregate["protocol"] == protocol
+        assert aggregate["protocol_source"] == cfg.benchmark.loader[protocol].source  # the config names the spec
+    assert config_defaults()["paper"]["source"].startswith("declare-lab/delta-Mem@5cd5d91")
+    assert config_defaults()["official"]["source"].startswith("HUST-AI-HYZ/MemoryAgentBench@455306d")
     defaults = config_defaults()
     assert defaults["max_new_tokens"]["default"] == 4096
     assert defaults["paper"]["prompts"]["marker"] == "\n\n[... context truncated ...]\n\n"
