@@ -109,3 +109,67 @@ def test_locomo_steps_keep_the_studys_protocol(lanes):
         assert "benchmark.loader.protocol=paper_v0" in argv
     argv, _, _ = lanes.command(["eval", "frozen", "hotpotqa"])
     assert not any(a.startswith("benchmark.loader.protocol=") for a in argv)  # HotpotQA: official, the default
+
+
+def test_unfinished_training_returns_its_checkpoint_within_the_devices_limits(lanes, tmp_path, monkeypatch):
+    """A machine taken back between calls loses what stays on it: an unfinished run's last.ckpt
+    comes back as $OUT/checkpoints/RUN.ckpt; a finished run's does not; one over 16 MiB is named."""
+    monkeypatch.setattr(lanes, "LOGS", tmp_path / "logs")
+    lanes.LOGS.mkdir()
+    for name, size in (("tsw_a", 10), ("ssw_b", 12), ("msw_c", 40)):
+        (lanes.RUNS / name / "checkpoints").mkdir(parents=True)
+        (lanes.RUNS / name / "checkpoints" / "last.ckpt").write_bytes(b"x" * size)
+    monkeypatch.setattr(lanes, "CHECKPOINT_MAX_BYTES", 20)
+    out = tmp_path / "out"
+    skipped = lanes.collect(out)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ssw_b.ckpt", "tsw_a.ckpt"]
+    assert (out / "checkpoints" / "ssw_b.ckpt").read_bytes() == b"x" * 12
+    assert len(skipped) == 1 and skipped[0].startswith("msw_c: checkpoint not returned (40 bytes")
+    (lanes.RUNS / "tsw_a" / "train_result.json").write_text("{}")  # finished since the last collect
+    lanes.collect(out)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ssw_b.ckpt"]
+    monkeypatch.setattr(lanes, "OUT_MAX_FILES", 1)  # runs.tgz alone fills the device's file count
+    assert lanes.collect(out)[0].startswith("msw_c")
+    assert not (out / "checkpoints" / "ssw_b.ckpt").exists()
+
+
+def test_a_fresh_machine_resumes_from_the_returned_files(lanes, tmp_path, monkeypatch):
+    """restore_partial.sh puts a returned runs.tgz and RUN.ckpt back where `train RUN` resumes."""
+    import subprocess
+
+    import torch
+
+    monkeypatch.setattr(lanes, "LOGS", tmp_path / "logs")
+    lanes.LOGS.mkdir()
+    run = lanes.RUNS / "tsw_a"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"global_step": 110}, run / "checkpoints" / "last.ckpt")
+    (run / "metrics.jsonl").write_text('{"step": 110}\n')
+    out = tmp_path / "out"
+    assert lanes.collect(out) == []
+    fresh = tmp_path / "fresh"
+    env = {**__import__("os").environ, "RUNS": str(fresh / "runs"), "LOGS": str(fresh / "logs")}
+    script = REPO_ROOT / "scripts" / "gpu" / "restore_partial.sh"
+    done = subprocess.run(["bash", str(script), str(out / "runs.tgz"), str(out / "checkpoints")],
+                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True)
+    assert "tsw_a: resumes from 110 steps" in done.stdout
+    assert (fresh / "runs" / "tsw_a" / "metrics.jsonl").read_text() == '{"step": 110}\n'
+    assert torch.load(fresh / "runs" / "tsw_a" / "checkpoints" / "last.ckpt")["global_step"] == 110
+
+
+@pytest.mark.parametrize("phase", ["tsw", "variants", "e3", "seeds", "search", "rerun1", "rerun2"])
+def test_every_phase_of_the_lane_script_is_made_of_valid_steps(lanes, phase):
+    import shlex
+    import subprocess
+
+    script = REPO_ROOT / "scripts" / "gpu" / "replication_lanes.sh"
+    env = {"DRY_RUN": "1", "PATH": "/usr/bin:/bin"}
+    printed = subprocess.run(["bash", str(script), phase, "1"], cwd=REPO_ROOT, env=env,
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    steps = [shlex.split(step) for lane in printed for step in lane.split("|")]
+    assert printed and all(steps)
+    for step in steps:
+        lanes.command(step, resolve_names=False)  # an unknown kind or benchmark raises
+    if phase.startswith("rerun"):  # every arm trains, then scores dev and both test benchmarks
+        assert [len(lane.split("|")) for lane in printed] == [4, 4, 4]
+        assert all(lane.split("|")[1].split()[2] == "episode_qa" for lane in printed)

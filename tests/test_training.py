@@ -89,13 +89,17 @@ class CrashAfter(L.Callback):
             raise SimulatedCrash(f"killed at step {self.step}")
 
 
-def test_resumed_run_ends_with_the_same_adapter(tmp_path):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_resumed_run_ends_with_the_same_adapter(tmp_path, workers):
+    """With loader workers (the replication's recipe has 4), the workers take their first indices
+    before Lightning restores the loop; the data position then comes from the checkpoint."""
     overrides = [
         "~experiment",
         "train_data.num_episodes=12",
         "training.global_batch_size=2",
         "training.checkpoint_every=1",
         "training.optim.lr=5e-3",
+        f"training.num_workers={workers}",
         "trainer.max_epochs=1",
         "logger=csv",
     ]
@@ -137,6 +141,30 @@ def test_resumed_run_ends_with_the_same_adapter(tmp_path):
     assert resumed["loss_mean_last_50_logged"] == pytest.approx(straight["loss_mean_last_50_logged"], abs=1e-5)
     checkpoint = torch.load(crashed_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert all(k.startswith("model.") and "delta_mem" in k for k in checkpoint["state_dict"])  # adapter only
+    assert checkpoint["EpisodeDataModule"] == {"epoch": 1, "samples": 0}  # saved at the end of the one epoch
+
+
+def test_a_checkpoint_without_the_data_position_is_refused_under_workers(tmp_path):
+    """A checkpoint from before the data position was saved, resumed with loader workers, would
+    restart the data order at sample 0 (sessions 10-12): the first batch refuses it."""
+    overrides = [
+        "~experiment",
+        "train_data.num_episodes=12",
+        "training.global_batch_size=2",
+        "training.checkpoint_every=1",
+        "training.num_workers=2",
+        "trainer.max_epochs=1",
+    ]
+    with pytest.raises(SimulatedCrash):
+        train(tiny_training_cfg(tmp_path, *overrides), callbacks=[CrashAfter(3)])
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(path, weights_only=False)
+    # 2 steps × 2 episodes: the crash at step 3 comes before that step's checkpoint
+    assert checkpoint.pop("EpisodeDataModule") == {"epoch": 0, "samples": 4}
+    torch.save(checkpoint, path)
+    refused = r"started at \(epoch, sample\) \(0, 0\) but the restored loop stands at \(0, 4\)"
+    with pytest.raises(RuntimeError, match=refused):
+        train(tiny_training_cfg(tmp_path, *overrides))
 
 
 def test_wandb_offline_gets_the_curves_the_config_and_the_parameter_counts(tmp_path, monkeypatch):

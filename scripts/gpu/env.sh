@@ -3,5 +3,5 @@
 export PYTHONPATH=/root/site:$PWD/src:$PWD
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 export DELTAMEM_DATA_DIR=/root/data DELTAMEM_NLTK_DATA=/root/nltk_data DELTAMEM_CACHE=/root/cache
-export RUNS=/root/runs LOGS=/root/logs BACKBONE_PATH=/root/qwen05_hf
+export RUNS=${RUNS:-/root/runs} LOGS=${LOGS:-/root/logs} BACKBONE_PATH=${BACKBONE_PATH:-/root/qwen05_hf}
 export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True

@@ -19,8 +19,10 @@ D = memory_only − memory_only_wrong_history F1 on `episode_qa`; within 1 point
 memory_only), recorded in `$RUNS/selected.json`. A lane whose step cannot resolve yet stops there.
 Every step gets the time left before the budget runs out (then it is stopped, and its run folder
 resumes next time). At the end, the small files of every run (results, score vectors,
-predictions, metrics, configs; no checkpoints) go into `$OUT/runs.tgz`, each adapter into
-`$OUT/adapters/RUN/`, and a summary is printed. Environment: `scripts/gpu/env.sh` (backbone folder, data, wheels).
+predictions, metrics, configs) go into `$OUT/runs.tgz`, each adapter into `$OUT/adapters/RUN/`,
+the last checkpoint of each unfinished training run into `$OUT/checkpoints/RUN.ckpt` (a fresh
+machine resumes from them: `scripts/gpu/restore_partial.sh`), and a summary is printed.
+Environment: `scripts/gpu/env.sh` (backbone folder, data, wheels).
 """
 
 from __future__ import annotations
@@ -220,12 +222,13 @@ OUT = Path(os.environ.get("OUT", "bench_out"))
 COLLECTING = threading.Lock()  # lanes collect after each step; one archive at a time
 
 
-def collect(out: Path) -> None:
+def collect(out: Path) -> list[str]:
+    """Archive the small files, copy adapters and checkpoints; returns what could not come back."""
     with COLLECTING:
-        _collect(out)
+        return _collect(out)
 
 
-def _collect(out: Path) -> None:
+def _collect(out: Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     partial = out / "runs.tgz.partial"  # renamed when complete: a kill mid-write leaves the last archive
     with tarfile.open(partial, "w:gz") as tar:
@@ -243,6 +246,39 @@ def _collect(out: Path) -> None:
                 target = out / "adapters" / adapter.parent.name / path.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)
+    return return_checkpoints(out)
+
+
+CHECKPOINT_MAX_BYTES = 16 * 2**20  # the device returns files of at most 16 MiB (device README, Limits)
+OUT_MAX_FILES = 8  # ... and at most 8 files in all
+
+
+def return_checkpoints(out: Path) -> list[str]:
+    """Copy the last checkpoint of every unfinished training run to `out/checkpoints/RUN.ckpt`.
+
+    A machine can be taken back between calls (session 12 lost three arms at steps 105-115 that
+    way): with these files carried back, `restore_partial.sh` resumes the arms on a fresh machine.
+    A finished run's file is removed (its adapter comes back instead). A checkpoint over the size
+    limit, or past the file count, stays behind; the skipped ones are returned as messages."""
+    folder = out / "checkpoints"
+    skipped = []
+    for ckpt in sorted(RUNS.glob("*/checkpoints/last.ckpt")):
+        run = ckpt.parent.parent
+        target = folder / f"{run.name}.ckpt"
+        if (run / "train_result.json").exists():
+            target.unlink(missing_ok=True)
+            continue
+        returned = [p for p in out.rglob("*") if p.is_file() and p != target]
+        if ckpt.stat().st_size > CHECKPOINT_MAX_BYTES or len(returned) >= OUT_MAX_FILES:
+            skipped.append(f"{run.name}: checkpoint not returned ({ckpt.stat().st_size} bytes, "
+                           f"{len(returned)} files already in $OUT)")
+            target.unlink(missing_ok=True)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        partial = target.with_suffix(".partial")  # a kill mid-copy leaves the previous copy whole
+        shutil.copyfile(ckpt, partial)
+        os.replace(partial, target)
+    return skipped
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -274,7 +310,7 @@ def main(argv: list[str] | None = None) -> None:
     finished.set()
     print("\n".join(report))
     print("\n".join(summary()))
-    collect(OUT)
+    print("\n".join(collect(OUT)))
 
 
 if __name__ == "__main__":

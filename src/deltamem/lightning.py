@@ -90,9 +90,15 @@ class ResumableSampler(Sampler[int]):
     """A seeded shuffle per epoch that starts where the (restored) training loop stands, sharded
     across data-parallel ranks.
 
-    `position()` is asked when iteration starts — after Lightning has restored a checkpoint — and
-    returns (epoch, samples already consumed in that epoch by all ranks together), so a resumed
-    run sees exactly the batches an uninterrupted run would have seen next. `ranks()` gives
+    Iteration starts at `start` when one is set (the position a checkpoint recorded, set by
+    `EpisodeDataModule.load_state_dict`; used once), else at `position()`: (epoch, samples already
+    consumed in that epoch by all ranks together), so a resumed run sees exactly the batches an
+    uninterrupted run would have seen next. The checkpoint, not the live loop, gives the first
+    position: with `num_workers > 0` the loader's workers take their first indices when Lightning
+    sizes the LR schedule (`estimated_stepping_batches`), before it restores the loop state, and
+    `position()` then still reads (0, 0) (sessions 10-12 resumed their arms from the start of the
+    data that way). `started` keeps where the last iteration began (checked by
+    `DataPositionCheck`). `ranks()` gives
     (rank, world size): rank r takes every world-th episode of the one global order, so a step of
     W ranks × b episodes covers the same episodes as one process accumulating W micro-batches of b
     (the order is padded by wrapping around so every rank gets as many batches).
@@ -106,17 +112,22 @@ class ResumableSampler(Sampler[int]):
         ranks: Callable[[], tuple[int, int]] | None = None,
     ):
         self.size, self.seed, self.position, self.ranks = size, seed, position, ranks
-        self._skip = 0
+        self.start: tuple[int, int] | None = None  # a restored checkpoint's (epoch, samples consumed)
+        self.started: tuple[int, int] | None = None  # where the last iteration began
 
     def _world(self) -> tuple[int, int]:
         return self.ranks() if self.ranks else (0, 1)
 
     def __iter__(self) -> Iterator[int]:
-        epoch, self._skip = self.position() if self.position else (0, 0)
+        if self.start is not None:
+            (epoch, skip), self.start = self.start, None
+        else:
+            epoch, skip = self.position() if self.position else (0, 0)
+        self.started = (epoch, skip)
         rank, world = self._world()
         order = torch.randperm(self.size, generator=torch.Generator().manual_seed(self.seed + epoch)).tolist()
         order += order[: (-len(order)) % world]  # equal shares for every rank
-        return iter(order[self._skip :][rank::world])
+        return iter(order[skip:][rank::world])
 
     def __len__(self) -> int:
         _, world = self._world()
@@ -152,6 +163,31 @@ class EpisodeDataModule(L.LightningDataModule):
             return 0, 1
         return self.trainer.global_rank, self.trainer.world_size
 
+    def state_dict(self) -> dict[str, int]:
+        """Saved in every checkpoint: where the data order stands (an epoch just finished → the
+        next epoch's start)."""
+        epoch, samples = self._loop_position()
+        if samples >= len(self.sampler) * self._ranks()[1]:
+            epoch, samples = epoch + 1, 0
+        return {"epoch": epoch, "samples": samples}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Called by Lightning when it restores a checkpoint, before the loader first iterates."""
+        self.sampler.start = (int(state["epoch"]), int(state["samples"]))
+
+    def check_position(self, batch_idx: int) -> None:
+        """At the first batch of a process: the data order must start where the restored loop
+        stands (batch `batch_idx` of the epoch), or the run would silently see other batches."""
+        if self.trainer is None or self.sampler.started is None:
+            return
+        expected = (self.trainer.current_epoch, batch_idx * self.batch_size * self.trainer.world_size)
+        if self.sampler.started != expected:
+            raise RuntimeError(
+                f"the training data started at (epoch, sample) {self.sampler.started} but the restored "
+                f"loop stands at {expected}: this checkpoint does not hold the data position "
+                f"(saved by EpisodeDataModule.state_dict); retrain, or resume with training.num_workers=0"
+            )
+
     def train_dataloader(self) -> DataLoader:
         return DataLoader(
             self.dataset,
@@ -160,6 +196,18 @@ class EpisodeDataModule(L.LightningDataModule):
             collate_fn=lambda episodes: collate_episodes(episodes, self.pad_id, self.segment_unit),
             num_workers=self.num_workers,
         )
+
+
+class DataPositionCheck(L.Callback):
+    """Runs `EpisodeDataModule.check_position` once, at the first training batch of the process."""
+
+    def __init__(self) -> None:
+        self.checked = False
+
+    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        if not self.checked and isinstance(trainer.datamodule, EpisodeDataModule):
+            trainer.datamodule.check_position(batch_idx)
+        self.checked = True
 
 
 class DeltaMemLightning(L.LightningModule):

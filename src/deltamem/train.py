@@ -30,7 +30,7 @@ from .backbones import BackboneSpec, LoadedBackbone, load_backbone
 from .episodes import EpisodeBuilder
 from .errors import UserError
 from .guards import NonFiniteGuard
-from .lightning import DeltaMemLightning, EpisodeDataModule, OptimConfig, fsdp_root
+from .lightning import DataPositionCheck, DeltaMemLightning, EpisodeDataModule, OptimConfig, fsdp_root
 from .run_logs import MetricsJsonl, TrainingClock, instantiate_logger, route_lightning_logs
 from .throughput import ThroughputRecorder
 
@@ -190,6 +190,7 @@ def train(
         *(callbacks or []),
         guard,
         clock,
+        DataPositionCheck(),
         L.pytorch.callbacks.ModelCheckpoint(
             dirpath=checkpoint_dir, save_last=True, every_n_train_steps=t.checkpoint_every, save_top_k=0
         ),

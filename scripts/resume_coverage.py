@@ -1,0 +1,119 @@
+"""How much of its epoch a resumed training run saw, from its committed `metrics.jsonl` alone.
+
+Until 2026-12-04, a run resumed with loader workers (`training.num_workers > 0`) restarted its data
+order at sample 0: the workers took their first indices before Lightning restored the loop
+(`deltamem.lightning.ResumableSampler`). This script finds each run's resumes (a gap between two
+logged steps longer than `--gap` × the median), takes the step logged before the gap as the
+checkpoint the run resumed from, and reports:
+
+* `segments`: optimiser steps run between resumes; under the old behaviour each segment replays
+  the data order from its start, so the run saw the first `max(segments)` steps' batches only
+  (`unique_fraction` of the epoch) and the earliest ones `repeats` times;
+* `replay_check`: evidence for the replay. Per-batch losses depend mostly on the batch, so a run's
+  loss at step s after a resume at c is compared (Pearson r) with a reference run's loss at step
+  s − c (the same batch if the order restarted) and at step s (the same batch if it continued).
+  The reference must share the seed and the data and run uninterrupted over those steps.
+
+    python scripts/resume_coverage.py results/2026-12-03_h200_s1*/*/ \
+        --reference results/2026-12-04_h200_s12/tsw_lr2e-3 --out coverage.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+
+def losses(run: Path) -> dict[int, tuple[float, float]]:
+    """step → (wall time, training loss) of every logged step."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {r["step"]: (r["time"], r["train/loss"]) for r in rows if "train/loss" in r}
+
+
+def resumes(curve: dict[int, tuple[float, float]], gap: float) -> list[int]:
+    """The checkpoint steps a run resumed from: the logged step before each long gap."""
+    steps = sorted(curve)
+    waits = [curve[b][0] - curve[a][0] for a, b in zip(steps, steps[1:])]
+    median = statistics.median(waits)
+    return [a for a, w in zip(steps, waits) if w > gap * median]
+
+
+def pearson(xs: list[float], ys: list[float]) -> float:
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    num = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    den = (sum((x - mx) ** 2 for x in xs) * sum((y - my) ** 2 for y in ys)) ** 0.5
+    return num / den
+
+
+def replay_check(curve: dict, points: list[int], end: int, reference: dict, skip_early: int) -> dict:
+    """Pearson r between the losses after the first resume (at c) and the reference's losses at
+    offset c (the same batches, if the order restarted), against every other offset (a multiple of
+    5, at least 4 pairs): a restarted order lines up at offset c alone. Reference steps before
+    `skip_early` are left out (there the untrained model's loss, not the batch, sets the value)."""
+    c = points[0]
+    stop = points[1] if len(points) > 1 else end
+
+    def r_at(offset: int) -> tuple[float, int] | None:
+        pairs = [(curve[s][1], reference[s - offset][1]) for s in curve
+                 if c < s <= stop and s - offset >= skip_early and s - offset in reference]
+        return (pearson(*map(list, zip(*pairs))), len(pairs)) if len(pairs) >= 4 else None
+
+    at_c = r_at(c)
+    others = {o: r for o in range(-stop, stop + 1, 5) if o != c and (r := r_at(o)) is not None}
+    return {
+        "after_resume_at": c,
+        "r_at_resume_offset": None if at_c is None else round(at_c[0], 3),
+        "pairs": None if at_c is None else at_c[1],
+        "r_other_offsets_max": round(max(r for r, _ in others.values()), 3) if others else None,
+        "other_offsets": len(others),
+    }
+
+
+def coverage(run: Path, total_steps: int, gap: float, reference: dict | None, skip_early: int = 15) -> dict:
+    curve = losses(run)
+    points = resumes(curve, gap)
+    finished = (run / "train_result.json").is_file()
+    bounds = [0, *points, total_steps if finished else max(curve)]  # an unfinished run: up to its last log
+    segments = [b - a for a, b in zip(bounds, bounds[1:])]
+    seen = max(segments)
+    result = {
+        "resumed_from": points,
+        "segments": segments,
+        "unique_steps": seen,
+        "unique_fraction": round(seen / total_steps, 3),
+        "finished": finished,
+        "first_steps_seen_times": [min(segments), len(segments)],  # the first N steps' batches, K times
+    }
+    if reference and points:
+        result["replay_check"] = replay_check(curve, points, bounds[-1], reference, skip_early)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", type=Path, help="training run folders holding metrics.jsonl")
+    parser.add_argument("--steps", type=int, default=132, help="optimiser steps of the full run (one epoch)")
+    parser.add_argument("--gap", type=float, default=1.6, help="a resume is a wait longer than this × the median")
+    parser.add_argument("--reference", type=Path, help="an uninterrupted run with the same seed and data")
+    parser.add_argument("--skip-early", type=int, default=15, help="reference steps left out of the replay check")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    reference = None
+    if args.reference:
+        curve = losses(args.reference)
+        first = (resumes(curve, args.gap) or [max(curve)])[0]
+        reference = {s: v for s, v in curve.items() if s <= first}  # its uninterrupted stretch only
+    report = {}
+    for run in args.runs:
+        if (run / "metrics.jsonl").is_file():
+            report[str(run).rstrip("/")] = coverage(run, args.steps, args.gap, reference, args.skip_early)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    for name, row in report.items():
+        print(f"{name}: resumed from {row['resumed_from']}, saw {row['unique_steps']} of {args.steps} steps' data"
+              f" ({row['unique_fraction']:.0%}); {row.get('replay_check', {})}")
+
+
+if __name__ == "__main__":
+    main()
