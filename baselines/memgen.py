@@ -97,6 +97,8 @@ class MemoryTrigger(nn.Module):
 class MemGenBackend(DecoderBackend):
     """Forward calls that insert latent tokens after the prompt (and punctuation) where the trigger fires."""
 
+    graph_safe = False  # a step may insert latent tokens (the trigger decides on the host)
+
     def __init__(self, model: Any, method: "MemGen"):
         super().__init__(model)
         self.method = method

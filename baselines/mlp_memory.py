@@ -57,6 +57,8 @@ def mix_log_probs(log_lm: Tensor, log_mem: Tensor, lam: float) -> Tensor:
 class MixingBackend(DecoderBackend):
     """Forward calls whose last-position output is the mixed log-distribution (prompt and decode phases)."""
 
+    graph_safe = False  # its forward takes no cache_position and is not tested over a static cache
+
     def __init__(self, model: Any, lam: float):
         super().__init__(model)
         self.lam = float(lam)

@@ -28,7 +28,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from deltamem.hf_compat import cache_argument, returned_cache  # noqa: F401  (returned_cache: re-exported)
+from deltamem.decode_loops import AfterPrompt, EagerLoop, StaticLoop, fits_static
+from deltamem.hf_compat import cache_argument, returned_cache
 from evals.methods import Answer
 from evals.types import Generation
 
@@ -37,6 +38,8 @@ class DecoderBackend:
     """Forward calls of a frozen causal LM; subclasses add recurrent state or logit mixing."""
 
     wants_segments = False  # True: `forward` needs per-token message ids (δ-mem SSW)
+    graph_safe = True  # a decode step is capturable as a CUDA graph (`forward` takes `cache_position`)
+    pinnable: Any = None  # a model whose recurrent state `StaticLoop` pins (δ-mem), or None
 
     def __init__(self, model: Any):
         self.model = model
@@ -44,11 +47,12 @@ class DecoderBackend:
     def forward(
         self,
         input_ids: Tensor,  # (B, T)
-        attention_mask: Tensor,  # (B, past + T)
+        attention_mask: Tensor,  # (B, past + T), or (B, L) over a static cache
         position_ids: Tensor,  # (B, T)
         cache: Any,
         phase: str,  # "prefix" | "prompt" | "decode"
         segment_ids: Tensor | None = None,  # (B, T) when wants_segments
+        cache_position: Tensor | None = None,  # (T,) the static cache's slots (StaticLoop)
     ) -> tuple[Tensor, Any]:
         """Logits of the last position (B, V) in fp32 and the updated cache."""
         out = self.model(
@@ -58,6 +62,7 @@ class DecoderBackend:
             use_cache=True,
             logits_to_keep=1,
             **cache_kwargs(self.model, cache),
+            **slots(cache_position),
         )
         return out.logits[:, -1].float(), returned_cache(out)
 
@@ -73,6 +78,14 @@ class DecoderBackend:
 def cache_kwargs(model: Any, cache: Any) -> dict[str, Any]:
     """The KV-cache keyword of this transformers version (`cache` from 5.2x, `past_key_values` before)."""
     return {cache_argument(model): cache}
+
+
+def slots(cache_position: Tensor | None) -> dict[str, Tensor]:
+    """`cache_position` for a forward call when a static cache needs it (none otherwise)."""
+    return {} if cache_position is None else {"cache_position": cache_position}
+
+
+DECODE_LOOPS = ("auto", "eager", "graph")
 
 
 @dataclass
@@ -95,7 +108,18 @@ class ChatDecoder:
         prefill_chunk: int = 4096,
         chat_template_kwargs: dict[str, Any] | None = None,
         stop_check_every: int = 8,
+        decode_loop: str = "auto",
+        graph_bucket: int = 1024,
     ):
+        """decode_loop: `eager` (one forward per token over the growing cache: any backend, any
+        sampler), `graph` (greedy batches through static-cache steps, replayed from a CUDA graph on
+        CUDA and run eagerly on CPU; a sampled batch or a backend that cannot be captured is an
+        error), or `auto` (`graph` for greedy batches on CUDA where it applies, else `eager`).
+        Each batch's loop is counted in `loops_used`. graph_bucket: the static cache's length is
+        rounded up to a multiple of it, so one captured graph serves batches of similar length."""
+        self.graph_bucket, self._static = int(graph_bucket), None
+        self.use_loop(decode_loop)
+        self.loops_used: dict[str, int] = {}
         self.backend = backend
         self.tokenizer = tokenizer
         self.max_context_tokens = int(max_context_tokens)
@@ -119,6 +143,14 @@ class ChatDecoder:
 
     def encode(self, messages: Sequence[dict[str, str]]) -> list[int]:
         return self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"]
+
+    def use_loop(self, decode_loop: str, graph_bucket: int | None = None) -> None:
+        """Switch the token loop (`decode_loop` as in __init__) for the batches that follow."""
+        if decode_loop not in DECODE_LOOPS:
+            raise ValueError(f"decode_loop must be one of {DECODE_LOOPS}, got {decode_loop!r}")
+        self.decode_loop = decode_loop
+        if graph_bucket is not None and int(graph_bucket) != self.graph_bucket:
+            self.graph_bucket, self._static = int(graph_bucket), None
 
     def forget_prefix(self) -> None:
         """Drop the kept prefix (call when the method's memory changes)."""
@@ -224,31 +256,46 @@ class ChatDecoder:
         logits, cache = self.backend.forward(ids, mask, positions, cache, "prompt", seg)
 
         sampler = _RowSampler(settings, device)
-        steps = max(g.max_new_tokens for g in settings)  # a host int: no device sync per step
-        limit = torch.tensor([g.max_new_tokens for g in settings], device=device)
-        stops = torch.tensor(sorted(self.stop_ids), device=device)
-        done = torch.zeros(B, dtype=torch.bool, device=device)
-        out = torch.full((B, steps), self.pad_id, dtype=torch.long, device=device)
-        lengths = torch.zeros(B, dtype=torch.long, device=device)
-        position = positions[:, -1]
-        for step in range(steps):
-            token = sampler(logits)  # (B,)
-            done |= step >= limit
-            finished_now = ~done & torch.isin(token, stops)
-            writing = ~done & ~finished_now
-            out[:, step] = torch.where(writing, token, self.pad_id)
-            lengths += writing.long()
-            done |= finished_now
-            if (step + 1) % self.stop_check_every == 0 and bool(done.all()):
-                break
-            if step + 1 == steps:
-                break
-            mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.long, device=device)], dim=1)
-            position = position + 1
-            next_ids = torch.where(done, self.pad_id, token)[:, None]
-            logits, cache = self.backend.forward(next_ids, mask, position[:, None], cache, "decode", None)
+        start = AfterPrompt(
+            logits, cache, mask, positions[:, -1],
+            limit=torch.tensor([g.max_new_tokens for g in settings], device=device),
+            steps=max(g.max_new_tokens for g in settings),  # a host int: no device sync per step
+        )
+        del logits, cache  # held by `start` alone: the static loop frees the prompt's cache once copied
+        loop = self._loop(sampler, start)
+        out, lengths = loop.run(self.backend.forward, start, sampler)
+        self.loops_used[loop.name] = self.loops_used.get(loop.name, 0) + 1
         lengths = lengths.tolist()
         return [out[i, : lengths[i]].tolist() for i in range(B)]
+
+    def _loop(self, sampler: _RowSampler, start: AfterPrompt) -> EagerLoop | StaticLoop:
+        """The loop this batch decodes with (`decode_loop`; see __init__)."""
+        stops = torch.tensor(sorted(self.stop_ids), device=start.mask.device)
+        if self.decode_loop == "eager" or (self.decode_loop == "auto" and start.mask.device.type != "cuda"):
+            return EagerLoop(self.pad_id, stops, self.stop_check_every)
+        reason = self._static_unfit(sampler, start)
+        if reason is None:
+            if self._static is None:
+                self._static = StaticLoop(self.backend.model, self.pad_id, stops, self.stop_check_every,
+                                          bucket=self.graph_bucket, state=self.backend.pinnable)
+            self._static.stops = stops  # `stop_ids` may have changed since
+            return self._static
+        if self.decode_loop == "graph":
+            raise ValueError(f"decode_loop=graph cannot decode this batch: {reason} (use decode_loop=auto or eager)")
+        return EagerLoop(self.pad_id, stops, self.stop_check_every)
+
+    def _static_unfit(self, sampler: _RowSampler, start: AfterPrompt) -> str | None:
+        """Why the static loop cannot run this batch, or None when it can."""
+        if sampler.any_sample:
+            return "its rows sample (the static loop is greedy)"
+        if not self.backend.graph_safe:
+            return f"{type(self.backend).__name__} is not graph-safe (see its `graph_safe`)"
+        if not fits_static(start.cache, start.mask.shape[1]):
+            return "the prompt's cache does not hold every position (a sliding-window layer?)"
+        memory = self.backend.pinnable
+        if memory is not None and memory.memory_config.state_dtype_between_calls != "float32":
+            return "δ-mem keeps its state in low precision between calls (the graph updates it in place in fp32)"
+        return None
 
 
 class _RowSampler:

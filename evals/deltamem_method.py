@@ -34,7 +34,7 @@ from deltamem.episodes import EpisodeBuilder
 from deltamem.state import MemoryState
 
 from .chat_method import ChatModelMethod
-from .decoding import DecoderBackend, cache_kwargs, returned_cache
+from .decoding import DecoderBackend, cache_kwargs, returned_cache, slots
 from .methods import History
 
 PROMPT_WRITES = ("auto", "always", "never")
@@ -51,8 +51,9 @@ class DeltaMemBackend(DecoderBackend):
         self.write_prompt = True
         self.base_state: MemoryState | None = None  # the memorised history (batch 1), None = empty
         self.base_rows: dict[str, int] | None = None  # after memorize_many: context id → row of base_state
+        self.pinnable = memory_model  # a static decode loop pins its state (updated in place by each step)
 
-    def forward(self, input_ids, attention_mask, position_ids, cache, phase, segment_ids=None):
+    def forward(self, input_ids, attention_mask, position_ids, cache, phase, segment_ids=None, cache_position=None):
         write = self.write_prompt and (phase != "decode" or self.memory_model.writes_during_decode)
         out = self.memory_model(
             input_ids=input_ids,
@@ -63,6 +64,7 @@ class DeltaMemBackend(DecoderBackend):
             write=write,
             segment_ids=segment_ids if write and self.wants_segments else None,
             **cache_kwargs(self.model, cache),
+            **slots(cache_position),
         )
         return out.logits[:, -1].float(), returned_cache(out)
 

@@ -13,6 +13,7 @@ prompt is one user turn under every condition. Protocols (`protocol_source` name
 - "paper_v0": what "paper" named until 2026-12-03: the raw prompt as the user turn, otherwise the
   same (the replication study's IFEval rows).
 - "official": lm-eval's `ifeval.yaml`: the raw prompt, greedy, 1,280 new tokens.
+Each protocol's rule, budget and source are data: `loader.prompts` in conf/benchmark/ifeval.yaml.
 
 Scoring calls `lm_eval.tasks.ifeval.utils.test_instruction_following_strict` / `_loose` (its
 instruction registry, real `langdetect` and `nltk`). Importing `lm_eval.tasks` would build the task
@@ -29,24 +30,18 @@ import importlib.util
 import sys
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from evals.benchmark_base import BenchmarkBase
 from evals.conditions import PROMPT_CONDITIONS
 from evals.data_files import looks_like_a_path, missing_file, read_json
 from evals.nltk_data import ensure_punkt_tab
+from evals.templates import protocol_prompts, protocols_of
 from evals.types import BenchmarkDataError, Context, Generation, Item
 
 HUB_ID = "google/IFEval"
 CONDITIONS = PROMPT_CONDITIONS  # every condition prompts alike: IFEval has no history
-MAX_NEW_TOKENS = {"paper": 1500, "paper_v0": 1500, "official": 1280}
-PROTOCOL_SOURCES = {
-    "paper": "declare-lab/delta-Mem@5cd5d91 deltamem/eval/benchmark_compare.py + ifeval_compat.py "
-    "(prompt.strip(); real langdetect instead of the release's shim)",
-    "paper_v0": "harness, superseded 2026-12-03 (paper_v0): the raw prompt, 1,500 tokens",
-    "official": "lm-evaluation-harness tasks/ifeval (ifeval.yaml, utils.py)",
-}
-STRIPS_PROMPT = {"paper": True, "paper_v0": False, "official": False}
+REQUIRED = ("source", "strip_prompt", "max_new_tokens")  # each protocol's set in conf/benchmark/ifeval.yaml
 METRICS = ("prompt_strict", "prompt_loose", "inst_strict", "inst_loose")
 CHECKERS_MODULE = "lm_eval.tasks.ifeval.utils"
 
@@ -147,14 +142,21 @@ class IFEval(BenchmarkBase):
         limit: int | None = None,
         nltk_data: str | Path | None = None,
         max_new_tokens: int | None = None,
+        prompts: Mapping[str, Any] | None = None,
     ) -> None:
-        if protocol not in MAX_NEW_TOKENS:
-            raise ValueError(f"unknown IFEval protocol {protocol!r} (expected one of {tuple(MAX_NEW_TOKENS)})")
+        """prompts: each protocol's set (`source`, `strip_prompt`, `max_new_tokens`), as the config's
+        `loader.prompts`; None reads them from conf/benchmark/ifeval.yaml."""
+        known = tuple(prompts) if prompts is not None else protocols_of(self.name)
+        if protocol not in known:
+            raise ValueError(f"unknown IFEval protocol {protocol!r} (expected one of {known})")
         self.source = str(source)
         self.protocol = protocol
-        self.protocol_source = PROTOCOL_SOURCES[protocol]
+        self.templates = protocol_prompts(self.name, protocol, prompts, REQUIRED)
+        self.protocol_source = str(self.templates["source"])
+        self.strip_prompt = bool(self.templates["strip_prompt"])
         # the decoding budget: the protocol's (paper 1,500, official 1,280) unless set
-        self.max_new_tokens = MAX_NEW_TOKENS[protocol] if max_new_tokens is None else int(max_new_tokens)
+        budget = self.templates["max_new_tokens"] if max_new_tokens is None else max_new_tokens
+        self.max_new_tokens = int(budget)
         self.split = split
         self.limit = None if limit is None else int(limit)
         self.nltk_data = nltk_data
@@ -204,7 +206,7 @@ class IFEval(BenchmarkBase):
     def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
         """The prompt (stripped under "paper") as a single user turn, whatever the condition."""
         self.prompt_layout(condition)
-        text = item.question.strip() if STRIPS_PROMPT[self.protocol] else item.question
+        text = item.question.strip() if self.strip_prompt else item.question
         return [{"role": "user", "content": text}]
 
     def generation(self, item: Item) -> Generation:

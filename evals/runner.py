@@ -301,6 +301,10 @@ class EvalRunner:
     def results(self, rows: Sequence[dict[str, Any]], conditions: Sequence[str], elapsed: float) -> dict[str, Any]:
         per_condition, timing = summarize(self.benchmark, rows, conditions)
         timing = {"wall_seconds_this_process": round(elapsed, 2), **timing}
+        decoder = getattr(self.method, "decoder", None)
+        if decoder is not None:  # which token loop decoded each batch (deltamem/decode_loops.py)
+            timing["decode_loop"] = decoder.decode_loop
+            timing["decode_loops_this_process"] = dict(decoder.loops_used)
         skipped = [c for c in self.conditions if c not in conditions]
         return {
             "benchmark": self.benchmark.name,

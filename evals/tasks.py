@@ -12,6 +12,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from deltamem import kernel_choice
+from deltamem.errors import UserError
 from deltamem.tasks import say
 from evals.chat_method import context_window
 from evals.fingerprint import check_or_record, eval_fields
@@ -55,6 +56,7 @@ def evaluate(
     data = benchmark.load()  # a missing or malformed data file fails here, before any model is loaded
     loaded = load_backbone(instantiate(cfg.backbone))
     method = instantiate(cfg.method)(loaded=loaded)
+    use_decode_loop(method, cfg.get("decoding") or {})
     # prompts that depend on the backbone: LoCoMo paper's truncation, MemoryAgentBench paper's token clip
     fit_to = getattr(benchmark, "fit_to", None)
     if fit_to is not None and loaded.tokenizer is not None:
@@ -106,6 +108,18 @@ def train_then_evaluate(
     summary = {"train": trained, "eval": {c: v["overall"] for c, v in results.get("conditions", {}).items()}}
     (run_dir / "train_eval.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def use_decode_loop(method: Any, decoding: Any) -> None:
+    """Apply config `decoding` (loop, graph_bucket) to the method's decoder; a loop other than
+    `auto` for a method that decodes without a `ChatDecoder` is an error."""
+    loop = decoding.get("loop", "auto")
+    decoder = getattr(method, "decoder", None)
+    if decoder is None:
+        if loop != "auto":
+            raise UserError(f"decoding.loop={loop}: method {getattr(method, 'name', method)} has no chat decoder")
+        return
+    decoder.use_loop(loop, decoding.get("graph_bucket"))
 
 
 def _log_results(

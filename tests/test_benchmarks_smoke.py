@@ -12,7 +12,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from benchmarks import common, decode, prefill, scan, train_step  # noqa: E402
+from benchmarks import common, decode, eval_path, prefill, scan, train_step  # noqa: E402
 
 QUICK = ["--backbone", "tiny", "--reps", "1", "--warmup", "0"]
 
@@ -129,3 +129,35 @@ def test_twins_share_weights_and_memory_check_catches_unwritten_state():
     with torch.no_grad():
         wrapped(input_ids=torch.tensor([[5, 6, 7, 8]]))
     common.assert_memory_written(wrapped)
+
+
+def test_eval_path_answers_a_conversation_through_both_loops_with_the_same_tokens(tmp_path):
+    out = tmp_path / "eval_path.json"
+    args = [*QUICK, "--prefix", "96", "--questions", "5", "--tail", "10", "--batch", "1,4", "--new-tokens", "4",
+            "--chunk", "64", "--json", str(out)]
+    results = eval_path.main(args)
+    names = {"frozen_eager", "frozen_graph", "deltamem_eager", "deltamem_graph"}
+    ratios = {"deltamem_graph/frozen_graph", "deltamem_eager/frozen_eager", "frozen_graph/frozen_eager",
+              "deltamem_graph/deltamem_eager"}
+    check_results(results, "eval_path", names, ratios)
+    for item in results["cases"]:
+        batch = item["params"]["batch"]
+        for name, stats in item["variants"].items():
+            assert stats["questions_per_s"] > 0
+            assert stats["loops_used"] == {name.split("_")[1]: -(-5 // batch)}  # every batch, through its loop
+    assert json.loads(out.read_text())["cases"][0]["params"] == {"batch": 1, "prefix": 96, "questions": 5,
+                                                                "new_tokens": 4}
+
+
+def test_eval_path_fails_when_the_graph_loop_changes_an_answer(monkeypatch):
+    from deltamem import decode_loops
+
+    select = decode_loops.StaticLoop._select
+
+    def off_by_one(self, logits):  # a "faster" loop that picks the runner-up token
+        return select(self, logits.scatter(-1, logits.argmax(-1, keepdim=True), float("-inf")))
+
+    monkeypatch.setattr(decode_loops.StaticLoop, "_select", off_by_one)
+    with pytest.raises(AssertionError, match="frozen_graph: 5 of 5 answers differ from frozen_eager's"):
+        eval_path.main([*QUICK, "--prefix", "64", "--questions", "5", "--tail", "6", "--batch", "4",
+                        "--new-tokens", "3"])

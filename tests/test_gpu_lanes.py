@@ -109,28 +109,37 @@ def test_locomo_steps_keep_the_studys_protocol(lanes):
         assert "benchmark.loader.protocol=paper_v0" in argv
     argv, _, _ = lanes.command(["eval", "frozen", "hotpotqa"])
     assert not any(a.startswith("benchmark.loader.protocol=") for a in argv)  # HotpotQA: official, the default
+    for bench in lanes.BENCHES:  # every row decodes with the loop the study's first rows used
+        assert "decoding.loop=eager" in lanes.command(["eval", "tsw_a", bench])[0]
 
 
 def test_unfinished_training_returns_its_checkpoint_within_the_devices_limits(lanes, tmp_path, monkeypatch):
     """A machine taken back between calls loses what stays on it: an unfinished run's last.ckpt
-    comes back as $OUT/checkpoints/RUN.ckpt; a finished run's does not; one over 16 MiB is named."""
+    comes back as $OUT/checkpoints/RUN.ckpt.partN (parts within the device's file size); a finished
+    run's does not; one whose parts would pass the device's file count is named instead."""
     monkeypatch.setattr(lanes, "LOGS", tmp_path / "logs")
     lanes.LOGS.mkdir()
-    for name, size in (("tsw_a", 10), ("ssw_b", 12), ("msw_c", 40)):
+    for name, size in (("tsw_a", 10), ("ssw_b", 12), ("msw_c", 45)):
         (lanes.RUNS / name / "checkpoints").mkdir(parents=True)
-        (lanes.RUNS / name / "checkpoints" / "last.ckpt").write_bytes(b"x" * size)
+        (lanes.RUNS / name / "checkpoints" / "last.ckpt").write_bytes(bytes(range(size)))
     monkeypatch.setattr(lanes, "CHECKPOINT_MAX_BYTES", 20)
     out = tmp_path / "out"
-    skipped = lanes.collect(out)
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ssw_b.ckpt", "tsw_a.ckpt"]
-    assert (out / "checkpoints" / "ssw_b.ckpt").read_bytes() == b"x" * 12
-    assert len(skipped) == 1 and skipped[0].startswith("msw_c: checkpoint not returned (40 bytes")
+    assert lanes.collect(out) == []
+    parts = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert parts == ["msw_c.ckpt.part0", "msw_c.ckpt.part1", "msw_c.ckpt.part2", "ssw_b.ckpt.part0", "tsw_a.ckpt.part0"]
+    joined = b"".join((out / "checkpoints" / f"msw_c.ckpt.part{i}").read_bytes() for i in range(3))
+    assert joined == bytes(range(45)) and len((out / "checkpoints" / "msw_c.ckpt.part0").read_bytes()) == 20
     (lanes.RUNS / "tsw_a" / "train_result.json").write_text("{}")  # finished since the last collect
     lanes.collect(out)
-    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["ssw_b.ckpt"]
-    monkeypatch.setattr(lanes, "OUT_MAX_FILES", 1)  # runs.tgz alone fills the device's file count
-    assert lanes.collect(out)[0].startswith("msw_c")
-    assert not (out / "checkpoints" / "ssw_b.ckpt").exists()
+    assert not (out / "checkpoints" / "tsw_a.ckpt.part0").exists()
+    monkeypatch.setattr(lanes, "OUT_MAX_FILES", 4)  # runs.tgz + 3 parts: ssw_b no longer fits after msw_c
+    skipped = lanes.collect(out)
+    assert len(skipped) == 1 and skipped[0].startswith("ssw_b: checkpoint not returned (12 bytes in 1 parts")
+    assert not (out / "checkpoints" / "ssw_b.ckpt.part0").exists()
+    assert (out / "checkpoints" / "msw_c.ckpt.part2").exists()
+    monkeypatch.setattr(lanes, "OUT_MAX_FILES", 8)
+    monkeypatch.setattr(lanes, "OUT_MAX_BYTES", (out / "runs.tgz").stat().st_size + 50)  # 45 + 12 bytes do not fit
+    assert [m.split(":")[0] for m in lanes.collect(out)] == ["ssw_b"]
 
 
 def test_a_fresh_machine_resumes_from_the_returned_files(lanes, tmp_path, monkeypatch):
@@ -143,7 +152,8 @@ def test_a_fresh_machine_resumes_from_the_returned_files(lanes, tmp_path, monkey
     lanes.LOGS.mkdir()
     run = lanes.RUNS / "tsw_a"
     (run / "checkpoints").mkdir(parents=True)
-    torch.save({"global_step": 110}, run / "checkpoints" / "last.ckpt")
+    torch.save({"global_step": 110, "padding": torch.arange(64)}, run / "checkpoints" / "last.ckpt")
+    monkeypatch.setattr(lanes, "CHECKPOINT_MAX_BYTES", 300)  # in several parts, joined again on restore
     (run / "metrics.jsonl").write_text('{"step": 110}\n')
     out = tmp_path / "out"
     assert lanes.collect(out) == []

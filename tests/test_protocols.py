@@ -121,3 +121,22 @@ def test_task_eval_binds_the_backbone_tokenizer_and_records_the_spec(tmp_path):
         (row,) = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
         prompt_tokens[window] = row["prompt_tokens"]
     assert prompt_tokens[200] < prompt_tokens[100_000]
+
+
+def test_ifevals_protocol_rules_are_config_data_read_alike_by_hydra_and_python():
+    sets = config_prompts("ifeval")
+    assert set(sets) == {"paper", "paper_v0", "official"}
+    assert sets["paper"]["source"].startswith("declare-lab/delta-Mem@5cd5d91 deltamem/eval/benchmark_compare.py")
+    assert [(sets[p]["strip_prompt"], sets[p]["max_new_tokens"]) for p in ("paper", "paper_v0", "official")] == [
+        (True, 1500), (False, 1500), (False, 1280)]
+    for protocol in sets:
+        composed = compose_config("task=eval", "benchmark=ifeval", f"benchmark.loader.protocol={protocol}")
+        loaded = instantiate(composed.benchmark.loader)
+        python_default = type(loaded)(source="x", protocol=protocol)
+        assert loaded.templates == python_default.templates == sets[protocol]
+        want = (sets[protocol]["source"], sets[protocol]["max_new_tokens"])
+        assert (loaded.protocol_source, loaded.max_new_tokens) == want
+    changed = {"paper": {**sets["paper"], "max_new_tokens": 64}}
+    assert type(loaded)(source="x", protocol="paper", prompts=changed).max_new_tokens == 64  # the config decides
+    with pytest.raises(ValueError, match=r"unknown IFEval protocol 'official' \(expected one of \('paper',\)\)"):
+        type(loaded)(source="x", protocol="official", prompts=changed)

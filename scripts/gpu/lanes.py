@@ -20,7 +20,7 @@ memory_only), recorded in `$RUNS/selected.json`. A lane whose step cannot resolv
 Every step gets the time left before the budget runs out (then it is stopped, and its run folder
 resumes next time). At the end, the small files of every run (results, score vectors,
 predictions, metrics, configs) go into `$OUT/runs.tgz`, each adapter into `$OUT/adapters/RUN/`,
-the last checkpoint of each unfinished training run into `$OUT/checkpoints/RUN.ckpt` (a fresh
+the last checkpoint of each unfinished training run into `$OUT/checkpoints/RUN.ckpt.partN` (a fresh
 machine resumes from them: `scripts/gpu/restore_partial.sh`), and a summary is printed.
 Environment: `scripts/gpu/env.sh` (backbone folder, data, wheels).
 """
@@ -51,6 +51,9 @@ KEEP = (
 # The study's LoCoMo and IFEval runs (sessions 9-11) used the prompts and scorer that `protocol=paper`
 # named until 2026-12-03, now `paper_v0`; every later row keeps them: the evaluation path stays the same.
 V0 = "benchmark.loader.protocol=paper_v0"
+# ... and the eager token loop that every earlier row decoded with (the CUDA-graph loop, now the
+# default for greedy batches on CUDA, is checked token for token against it first: benchmarks/).
+EAGER = "decoding.loop=eager"
 # benchmark key → (benchmark config, frozen conditions, δ-mem conditions, overrides)
 BENCHES: dict[str, tuple[str, list[str], list[str], list[str]]] = {
     "episode_qa": ("episode_qa", ["no_context", "full_context"],
@@ -149,7 +152,7 @@ def command(step: list[str], resolve_names: bool = True) -> tuple[list[str], Pat
         conditions = eval_conditions(name, bench)
         method = ["method=vanilla"] if name == "frozen" else ["method=deltamem", f"adapter={RUNS / name / 'adapter'}"]
         argv = [*base, "task=eval", f"benchmark={config}", *method, f"task.conditions=[{','.join(conditions)}]",
-                *defaults, f"hydra.run.dir={run}", *overrides]
+                *defaults, EAGER, f"hydra.run.dir={run}", *overrides]
         return argv, run, run / "results.json"
     raise ValueError(f"unknown step kind {kind!r} in {' '.join(step)} (expected train, retrain or eval)")
 
@@ -250,34 +253,48 @@ def _collect(out: Path) -> list[str]:
 
 
 CHECKPOINT_MAX_BYTES = 16 * 2**20  # the device returns files of at most 16 MiB (device README, Limits)
-OUT_MAX_FILES = 8  # ... and at most 8 files in all
+OUT_MAX_FILES = 8  # ... at most 8 files in all
+OUT_MAX_BYTES = 64 * 2**20  # ... and 64 MiB together
 
 
 def return_checkpoints(out: Path) -> list[str]:
-    """Copy the last checkpoint of every unfinished training run to `out/checkpoints/RUN.ckpt`.
+    """Copy the last checkpoint of every unfinished training run to `out/checkpoints/RUN.ckpt.partN`.
 
     A machine can be taken back between calls (session 12 lost three arms at steps 105-115 that
-    way): with these files carried back, `restore_partial.sh` resumes the arms on a fresh machine.
-    A finished run's file is removed (its adapter comes back instead). A checkpoint over the size
-    limit, or past the file count, stays behind; the skipped ones are returned as messages."""
+    way): with these files carried back, `restore_partial.sh` joins the parts and resumes the arms
+    on a fresh machine. A checkpoint comes back in parts of at most 16 MiB (MSW's, about 50 MB, in
+    four). A finished run's parts are removed (its adapter comes back instead). A checkpoint whose
+    parts would pass the device's file count or 64 MiB in all stays behind; the skipped ones are
+    returned as messages."""
     folder = out / "checkpoints"
     skipped = []
-    for ckpt in sorted(RUNS.glob("*/checkpoints/last.ckpt")):
+    kept = [p for p in out.rglob("*") if p.is_file() and folder not in p.parents]  # runs.tgz, adapters
+    used, used_bytes = len(kept), sum(p.stat().st_size for p in kept)
+    for ckpt in sorted(RUNS.glob("*/checkpoints/last.ckpt")):  # in name order, while the file count allows
         run = ckpt.parent.parent
-        target = folder / f"{run.name}.ckpt"
+        old = sorted(folder.glob(f"{run.name}.ckpt.part[0-9]*"))
         if (run / "train_result.json").exists():
-            target.unlink(missing_ok=True)
+            for part in old:
+                part.unlink()
             continue
-        returned = [p for p in out.rglob("*") if p.is_file() and p != target]
-        if ckpt.stat().st_size > CHECKPOINT_MAX_BYTES or len(returned) >= OUT_MAX_FILES:
-            skipped.append(f"{run.name}: checkpoint not returned ({ckpt.stat().st_size} bytes, "
-                           f"{len(returned)} files already in $OUT)")
-            target.unlink(missing_ok=True)
+        size = ckpt.stat().st_size
+        parts = max(1, -(-size // CHECKPOINT_MAX_BYTES))
+        if used + parts > OUT_MAX_FILES or used_bytes + size > OUT_MAX_BYTES:
+            skipped.append(f"{run.name}: checkpoint not returned ({size} bytes in {parts} parts, "
+                           f"{used} files of {used_bytes} bytes already in $OUT)")
+            for part in old:
+                part.unlink()
             continue
+        used, used_bytes = used + parts, used_bytes + size
         folder.mkdir(parents=True, exist_ok=True)
-        partial = target.with_suffix(".partial")  # a kill mid-copy leaves the previous copy whole
-        shutil.copyfile(ckpt, partial)
-        os.replace(partial, target)
+        for part in old:
+            part.unlink()
+        temporary = folder / f"{run.name}.tmp"  # each part is written here first: a kill mid-copy leaves
+        # a part missing, never a torn one, and torch.load refuses the joined file
+        with ckpt.open("rb") as source:
+            for index in range(parts):
+                temporary.write_bytes(source.read(CHECKPOINT_MAX_BYTES))
+                os.replace(temporary, folder / f"{run.name}.ckpt.part{index}")
     return skipped
 
 
