@@ -108,13 +108,14 @@ class ChatDecoder:
         prefill_chunk: int = 4096,
         chat_template_kwargs: dict[str, Any] | None = None,
         stop_check_every: int = 8,
-        decode_loop: str = "auto",
+        decode_loop: str = "eager",
         graph_bucket: int = 1024,
     ):
         """decode_loop: `eager` (one forward per token over the growing cache: any backend, any
         sampler), `graph` (greedy batches through static-cache steps, replayed from a CUDA graph on
         CUDA and run eagerly on CPU; a sampled batch or a backend that cannot be captured is an
-        error), or `auto` (`graph` for greedy batches on CUDA where it applies, else `eager`).
+        error), or `auto` (`graph` for greedy batches on CUDA where it applies, else `eager`; to
+        become the default once a GPU has shown it gives the eager tokens, conf/config.yaml).
         Each batch's loop is counted in `loops_used`. graph_bucket: the static cache's length is
         rounded up to a multiple of it, so one captured graph serves batches of similar length."""
         self.graph_bucket, self._static = int(graph_bucket), None

@@ -51,8 +51,8 @@ KEEP = (
 # The study's LoCoMo and IFEval runs (sessions 9-11) used the prompts and scorer that `protocol=paper`
 # named until 2026-12-03, now `paper_v0`; every later row keeps them: the evaluation path stays the same.
 V0 = "benchmark.loader.protocol=paper_v0"
-# ... and the eager token loop that every earlier row decoded with (the CUDA-graph loop, now the
-# default for greedy batches on CUDA, is checked token for token against it first: benchmarks/).
+# ... and the eager token loop that every earlier row decoded with, pinned even if the default moves
+# to the CUDA-graph loop (`decoding.loop=auto`, checked token for token by benchmarks/eval_path.py).
 EAGER = "decoding.loop=eager"
 # benchmark key → (benchmark config, frozen conditions, δ-mem conditions, overrides)
 BENCHES: dict[str, tuple[str, list[str], list[str], list[str]]] = {

@@ -223,7 +223,13 @@ class StaticLoop:
             self._step()
         torch.cuda.current_stream().wait_stream(stream)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):  # records the kernels; none of them runs now
-            self._step()
+        try:
+            with torch.cuda.graph(graph):  # records the kernels; none of them runs now
+                self._step()
+        except RuntimeError as error:
+            raise RuntimeError(
+                f"capturing the decode step as a CUDA graph failed ({error}): something in the step syncs with "
+                "the host (an eager-attention mask does; SDPA's does not). Decode with decoding.loop=eager."
+            ) from error
         self._graph = graph
         self.captures += 1
