@@ -52,6 +52,11 @@ def test_retrain_inherits_the_arms_overrides(lanes):
     assert run == lanes.RUNS / "b_s1" and done == run / "train_result.json"
     assert argv[-3:] == ["memory=msw", "training.optim.lr=1e-3", "seed=1"]
     assert f"hydra.run.dir={run}" in argv and "hydra.run.dir=/r/b" not in argv
+    assert argv[2:4] == ["experiment=replication_qwen05", "backbone.path=/x"]  # the arm's, each given once
+    assert sum(a.startswith(("experiment=", "backbone.path=")) for a in argv) == 2
+    small = lanes.command(["retrain", "best:b", "s135", "experiment=replication_smollm2", "backbone.path=/s"])[0]
+    assert small[2:4] == ["experiment=replication_smollm2", "backbone.path=/s"]  # the step's own win
+    assert small[-2:] == ["memory=msw", "training.optim.lr=1e-3"]
     assert lanes.command(["retrain", "best:b", "s1"], resolve_names=False)[1] == lanes.RUNS / "best:b_s1"
 
 
@@ -167,7 +172,7 @@ def test_a_fresh_machine_resumes_from_the_returned_files(lanes, tmp_path, monkey
     assert torch.load(fresh / "runs" / "tsw_a" / "checkpoints" / "last.ckpt")["global_step"] == 110
 
 
-@pytest.mark.parametrize("phase", ["tsw", "variants", "e3", "seeds", "search", "rerun1", "rerun2"])
+@pytest.mark.parametrize("phase", ["tsw", "variants", "e3", "seeds", "search", "rerun1", "rerun2", "final"])
 def test_every_phase_of_the_lane_script_is_made_of_valid_steps(lanes, phase):
     import shlex
     import subprocess
@@ -183,3 +188,37 @@ def test_every_phase_of_the_lane_script_is_made_of_valid_steps(lanes, phase):
     if phase.startswith("rerun"):  # every arm trains, then scores dev and both test benchmarks
         assert [len(lane.split("|")) for lane in printed] == [4, 4, 4]
         assert all(lane.split("|")[1].split()[2] == "episode_qa" for lane in printed)
+
+
+def test_the_small_row_trains_and_is_scored_on_its_own_backbone(lanes):
+    small = ["experiment=replication_smollm2", "backbone.path=/root/smollm2_hf"]
+    argv, run, _ = lanes.command(["train", "tsw_s135", *small, "training.optim.lr=1e-3"])
+    assert argv[2:4] == small and argv[-1] == "training.optim.lr=1e-3"
+    hydra = run / ".hydra"
+    hydra.mkdir(parents=True)
+    (hydra / "overrides.yaml").write_text("".join(f"- {o}\n" for o in [*small, f"hydra.run.dir={run}"]))
+    argv, _, _ = lanes.command(["eval", "tsw_s135", "hotpotqa"])  # the backbone it was trained on
+    assert argv[2:4] == small and "method=deltamem" in argv
+    argv, _, _ = lanes.command(["eval", "frozen_smollm2", "hotpotqa", *small])
+    assert argv[2:4] == small and "method=vanilla" in argv
+    assert lanes.eval_conditions("frozen_smollm2", "hotpotqa") == ["no_context", "full_context"]
+    argv, _, _ = lanes.command(["eval", "frozen", "hotpotqa"])  # the default row: $EXPERIMENT, $BACKBONE_PATH
+    assert argv[2:4] == [f"experiment={lanes.EXPERIMENT}", f"backbone.path={lanes.BACKBONE}"]
+
+
+def test_committed_results_restore_where_selection_and_retraining_read_them(lanes, tmp_path):
+    """restore_runs.sh without adapters: `best:` selects from the committed dev results and
+    `retrain` inherits the committed overrides."""
+    import subprocess
+
+    committed = tmp_path / "results" / "s13"
+    for arm, memory_only in (("tsw_a", 20.0), ("msw_b", 30.0)):
+        (committed / arm / "eval_episode_qa").mkdir(parents=True)
+        conditions = {"memory_only": {"overall": memory_only}, "memory_only_wrong_history": {"overall": 10.0}}
+        (committed / arm / "eval_episode_qa" / "results.json").write_text(json.dumps({"conditions": conditions}))
+        (committed / arm / "overrides.yaml").write_text(f"- experiment=replication_qwen05\n- memory={arm[:3]}\n")
+    env = {**__import__("os").environ, "RUNS": str(lanes.RUNS), "LOGS": str(tmp_path / "logs")}
+    subprocess.run(["bash", str(REPO_ROOT / "scripts" / "gpu" / "restore_runs.sh"), str(committed)],
+                   cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True)
+    argv, run, _ = lanes.command(["retrain", "best:tsw_a,msw_b", "s1", "seed=1"])
+    assert run == lanes.RUNS / "msw_b_s1" and argv[-2:] == ["memory=msw", "seed=1"]

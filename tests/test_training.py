@@ -452,3 +452,15 @@ def test_lightning_lines_reach_the_root_logger_once_and_without_the_litlogger_ti
         root.removeHandler(handler)
     assert seen == ["GPU available: False"]
     assert not logging.getLogger("lightning.pytorch").handlers and not logging.getLogger("lightning").handlers
+
+
+def test_the_small_row_runs_the_05b_rows_recipe_on_smollm2():
+    """experiment=replication_smollm2 changes the backbone and the run's name, nothing of the recipe."""
+    from omegaconf import OmegaConf
+
+    big, small = compose_cfg("experiment=replication_qwen05"), compose_cfg("experiment=replication_smollm2")
+    assert (small.backbone.name, small.backbone.dtype, small.experiment_name) == (
+        "smollm2_135m", big.backbone.dtype, "replication_smollm2")
+    assert small.seed == big.seed == 0
+    for section in ("training", "trainer", "train_data", "memory", "task"):
+        assert OmegaConf.to_container(small[section]) == OmegaConf.to_container(big[section]), section

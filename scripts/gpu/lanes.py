@@ -124,11 +124,28 @@ def resolve(name: str) -> str:
 
 
 def training_overrides(arm: str) -> list[str]:
-    """The overrides an arm was trained with (Hydra's .hydra/overrides.yaml), minus the run folder."""
+    """The overrides an arm was trained with (Hydra's .hydra/overrides.yaml), minus the run folder;
+    its `experiment=` and `backbone.path=` included (the small row trains another backbone)."""
     import yaml
 
     saved = yaml.safe_load((RUNS / arm / ".hydra" / "overrides.yaml").read_text())
-    return [o for o in saved if not o.startswith(("hydra.run.dir=", "experiment=", "backbone.path="))]
+    return [o for o in saved if not o.startswith("hydra.run.dir=")]
+
+
+def is_frozen(run: str) -> bool:
+    """`frozen`, `frozen_<row>`: the backbone alone (method=vanilla), no adapter."""
+    return run == "frozen" or run.startswith("frozen_")
+
+
+def _base(*override_lists: list[str]) -> tuple[list[str], list[str]]:
+    """(run.py with its experiment and backbone folder, the other overrides). The last `experiment=` /
+    `backbone.path=` among the lists wins (Hydra refuses a key given twice); else $EXPERIMENT,
+    $BACKBONE_PATH."""
+    merged = [o for overrides in override_lists for o in overrides]
+    pick = lambda key, default: next((o for o in reversed(merged) if o.startswith(key)), key + default)  # noqa: E731
+    others = [o for o in merged if not o.startswith(("experiment=", "backbone.path="))]
+    base = [sys.executable, "src/run.py", pick("experiment=", EXPERIMENT), pick("backbone.path=", BACKBONE)]
+    return base, others
 
 
 def command(step: list[str], resolve_names: bool = True) -> tuple[list[str], Path, Path]:
@@ -136,21 +153,25 @@ def command(step: list[str], resolve_names: bool = True) -> tuple[list[str], Pat
     kind, name, *rest = step
     if resolve_names:
         name = resolve(name)
-    base = [sys.executable, "src/run.py", f"experiment={EXPERIMENT}", f"backbone.path={BACKBONE}"]
     if kind == "train":
         run = RUNS / name
-        return [*base, f"hydra.run.dir={run}", *rest], run, run / "train_result.json"
+        base, overrides = _base(rest)
+        return [*base, f"hydra.run.dir={run}", *overrides], run, run / "train_result.json"
     if kind == "retrain":  # retrain SRC SUFFIX [override ...]: SRC's overrides plus these, into SRC_SUFFIX
         suffix, *extra = rest
         run = RUNS / f"{name}_{suffix}"
-        inherited = training_overrides(name) if resolve_names else []
-        return [*base, f"hydra.run.dir={run}", *inherited, *extra], run, run / "train_result.json"
-    if kind == "eval":
-        bench, *overrides = rest
+        base, overrides = _base(training_overrides(name) if resolve_names else [], extra)
+        return [*base, f"hydra.run.dir={run}", *overrides], run, run / "train_result.json"
+    if kind == "eval":  # an arm is scored on the experiment and backbone it was trained with
+        bench, *extra = rest
         config, frozen, memory, defaults = BENCHES[bench]
         run = RUNS / name / f"eval_{bench}"
+        saved = RUNS / name / ".hydra" / "overrides.yaml"
+        trained = [o for o in training_overrides(name) if o.startswith(("experiment=", "backbone.path="))] \
+            if resolve_names and not is_frozen(name) and saved.is_file() else []
+        base, overrides = _base(trained, extra)
         conditions = eval_conditions(name, bench)
-        method = ["method=vanilla"] if name == "frozen" else ["method=deltamem", f"adapter={RUNS / name / 'adapter'}"]
+        method = ["method=vanilla"] if is_frozen(name) else ["method=deltamem", f"adapter={RUNS / name / 'adapter'}"]
         argv = [*base, "task=eval", f"benchmark={config}", *method, f"task.conditions=[{','.join(conditions)}]",
                 *defaults, EAGER, f"hydra.run.dir={run}", *overrides]
         return argv, run, run / "results.json"
@@ -158,9 +179,9 @@ def command(step: list[str], resolve_names: bool = True) -> tuple[list[str], Pat
 
 
 def eval_conditions(run: str, bench: str) -> list[str]:
-    """The conditions an `eval RUN BENCH` step scores: the frozen ones for `frozen`, else δ-mem's."""
+    """The conditions an `eval RUN BENCH` step scores: the frozen ones for `frozen*`, else δ-mem's."""
     _, frozen, memory, _ = BENCHES[bench]
-    return frozen if run == "frozen" else memory
+    return frozen if is_frozen(run) else memory
 
 
 def scored(results: Path, conditions: list[str]) -> bool:

