@@ -17,6 +17,7 @@ answers are compared as ids: `IdTokenizer` decodes a token list to its numbers.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -116,6 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
                   ("frozen_graph", "frozen_eager"), ("deltamem_graph", "deltamem_eager")]
         params = {"batch": batch, "prefix": args.prefix, "questions": len(asks), "new_tokens": args.new_tokens}
         cases.append(case(f"B={batch} prefix={args.prefix}", params, stats, ratios))
+        if args.json is not None:  # each finished case at once: a run stopped at a time limit keeps them
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps({"benchmark": "eval_path", "partial": True, "cases": cases},
+                                            indent=1, default=str) + "\n")
     results = {
         "benchmark": "eval_path",
         "env": environment(setup.device, "benchmarks/eval_path.py", argv),

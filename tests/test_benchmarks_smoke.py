@@ -145,8 +145,9 @@ def test_eval_path_answers_a_conversation_through_both_loops_with_the_same_token
         for name, stats in item["variants"].items():
             assert stats["questions_per_s"] > 0
             assert stats["loops_used"] == {name.split("_")[1]: -(-5 // batch)}  # every batch, through its loop
-    assert json.loads(out.read_text())["cases"][0]["params"] == {"batch": 1, "prefix": 96, "questions": 5,
-                                                                "new_tokens": 4}
+    written = json.loads(out.read_text())
+    assert "partial" not in written and len(written["cases"]) == 2  # the whole report replaced the partial one
+    assert written["cases"][0]["params"] == {"batch": 1, "prefix": 96, "questions": 5, "new_tokens": 4}
 
 
 def test_eval_path_fails_when_the_graph_loop_changes_an_answer(monkeypatch):
@@ -161,3 +162,22 @@ def test_eval_path_fails_when_the_graph_loop_changes_an_answer(monkeypatch):
     with pytest.raises(AssertionError, match="frozen_graph: 5 of 5 answers differ from frozen_eager's"):
         eval_path.main([*QUICK, "--prefix", "64", "--questions", "5", "--tail", "6", "--batch", "4",
                         "--new-tokens", "3"])
+
+
+def test_eval_path_keeps_each_finished_case_when_a_later_one_is_stopped(tmp_path, monkeypatch):
+    out = tmp_path / "eval_path.json"
+    measured = eval_path.measure_interleaved
+    calls = []
+
+    def stopped_at_the_second(*args, **kwargs):  # the device's time limit, say
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return measured(*args, **kwargs)
+
+    monkeypatch.setattr(eval_path, "measure_interleaved", stopped_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        eval_path.main([*QUICK, "--prefix", "64", "--questions", "3", "--tail", "6", "--batch", "1,3",
+                        "--new-tokens", "2", "--json", str(out)])
+    kept = json.loads(out.read_text())
+    assert kept["partial"] is True and [c["params"]["batch"] for c in kept["cases"]] == [1]
