@@ -216,20 +216,26 @@ class StaticLoop:
         self._graph.replay()
 
     def _capture(self) -> None:
-        """Warm up on a side stream (one real step), then record the step as a graph."""
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            self._step()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):  # records the kernels; none of them runs now
-                self._step()
-        except RuntimeError as error:
-            raise RuntimeError(
-                f"capturing the decode step as a CUDA graph failed ({error}): something in the step syncs with "
-                "the host (an eager-attention mask does; SDPA's does not). Decode with decoding.loop=eager."
-            ) from error
-        self._graph = graph
+        self._graph = capture_step(
+            self._step, self._buffers.mask.device,
+            "Something in the step syncs with the host (an eager-attention mask does; SDPA's does not). "
+            "Decode with decoding.loop=eager.",
+        )
         self.captures += 1
+
+
+def capture_step(step: Callable[[], None], device: torch.device, hint: str) -> torch.cuda.CUDAGraph:
+    """Run `step` once for real on a side stream (the warm-up), then record it as a CUDA graph whose
+    replays rerun it on the same buffers. A failed capture names itself and `hint`."""
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        step()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    try:
+        with torch.cuda.graph(graph):  # records the kernels; none of them runs now
+            step()
+    except RuntimeError as error:
+        raise RuntimeError(f"capturing the decode step as a CUDA graph failed ({error}). {hint}") from error
+    return graph

@@ -27,6 +27,7 @@ from typing import Any, Iterator
 import torch
 from torch import Tensor, nn
 
+from .decode_loops import capture_step
 from .hf_compat import cache_argument, forward_accepts
 
 
@@ -210,22 +211,11 @@ class GraphDecoder:
 
     def _capture(self) -> None:
         """Warm up on a side stream (one real step), then record the step as a graph."""
-        stream = torch.cuda.Stream(self.device)
-        stream.wait_stream(torch.cuda.current_stream(self.device))
-        with torch.cuda.stream(stream):
-            self._step()
-        torch.cuda.current_stream(self.device).wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph):  # records the kernels; none of them runs now
-                self._step()
-        except RuntimeError as error:
-            attention = getattr(self.hf.config, "_attn_implementation", None)
-            raise RuntimeError(
-                f"capturing the decode step as a CUDA graph failed ({error}). Something in the forward call "
-                f"synchronises with the host or copies a host tensor (attention implementation: {attention!r}; "
-                "transformers 5.17's eager-attention mask does, SDPA's does not). Load the backbone with "
-                "attn_implementation='sdpa', or decode with GraphDecoder(model, use_graph=False)."
-            ) from error
-        self.graph = graph
+        attention = getattr(self.hf.config, "_attn_implementation", None)
+        self.graph = capture_step(
+            self._step, self.device,
+            f"Something in the forward call synchronises with the host or copies a host tensor (attention "
+            f"implementation: {attention!r}; transformers 5.17's eager-attention mask does, SDPA's does not). "
+            "Load the backbone with attn_implementation='sdpa', or decode with GraphDecoder(model, use_graph=False).",
+        )
         self.captures += 1
