@@ -9,11 +9,14 @@ Each argument is a lane: steps separated by `|`, run one after another; lanes ru
 Steps:
 * `train NAME [override ...]` — `experiment=replication_qwen05` into `$RUNS/NAME` (skipped when
   `train_result.json` is there; a stopped run resumes from its checkpoint);
-* `eval RUN BENCH [override ...]` — RUN `frozen` is the frozen backbone (`method=vanilla`), any
-  other RUN is δ-mem with `$RUNS/RUN/adapter`; BENCH is a key of `BENCHES` (its conditions and batch
-  sizes below); into `$RUNS/RUN/eval_BENCH` (resumable: rerunning continues);
+* `eval RUN BENCH [override ...]` — RUN `frozen` (or `frozen_<row>`) is the frozen backbone
+  (`method=vanilla`), any other RUN is δ-mem with `$RUNS/RUN/adapter`, on the experiment and backbone
+  it was trained with; BENCH is a key of `BENCHES` (its conditions and batch sizes below); into
+  `$RUNS/RUN/eval_BENCH` (resumable: rerunning continues);
 * `retrain RUN SUFFIX [override ...]` — RUN's training overrides plus these (e.g. `seed=1`), into
   `$RUNS/RUN_SUFFIX`.
+The experiment is `$EXPERIMENT` and the backbone folder `$BACKBONE_PATH` unless a step's overrides
+name others (`experiment=replication_smollm2 backbone.path=/root/smollm2_hf`: the small row).
 RUN may be `best:A,B,C`: the arm the pre-registered rule selects from their dev results (highest
 D = memory_only − memory_only_wrong_history F1 on `episode_qa`; within 1 point, the highest
 memory_only), recorded in `$RUNS/selected.json`. A lane whose step cannot resolve yet stops there.
