@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from evals.protocols import effective_protocol
-from evals.score_vectors import condition_vectors, load_score_vectors, main_metric
+from evals.score_vectors import ID_KEYS, condition_vectors, load_score_vectors, main_metric
 
 # Categories a benchmark's `overall` leaves out, by (benchmark, protocol).
 OVERALL_EXCLUSIONS: dict[tuple[str, str | None], tuple[str, ...]] = {
@@ -265,10 +265,56 @@ def check_against_results(
             raise ValueError(f"{condition}: scores give {metric} {mean:.6f} but results.json says {reported:.6f}")
 
 
+def averaged_rows(per_run: Sequence[Sequence[dict[str, Any]]], side: str) -> list[dict[str, Any]]:
+    """Per-question scores averaged over runs (the seeds of one arm, the pre-registered primary
+    analysis). Every run must hold the same questions, each in the same category and context; the
+    numeric scores are averaged, the rest is the first run's."""
+    first = per_run[0]
+    order = [str(r["id"]) for r in first]
+    for index, rows in enumerate(per_run[1:], start=1):
+        ids = [str(r["id"]) for r in rows]
+        if sorted(ids) != sorted(order):
+            missing = sorted(set(order) ^ set(ids))
+            raise ValueError(f"side {side}: run {index} holds other questions than run 0 (e.g. {missing[0]!r})")
+    by_run = [{str(r["id"]): r for r in rows} for rows in per_run]
+    out = []
+    for key in order:
+        rows = [run[key] for run in by_run]
+        for field in ("category", "context_id"):
+            if len({str(r.get(field)) for r in rows}) > 1:
+                raise ValueError(f"side {side}: question {key!r} differs in {field} between runs")
+        merged = dict(rows[0])
+        for name, value in rows[0].items():
+            if name not in ID_KEYS and isinstance(value, (int, float)):
+                merged[name] = float(np.mean([float(r[name]) for r in rows]))
+        out.append(merged)
+    return out
+
+
+def _side(
+    runs: str | Path | Sequence[str | Path], condition: str, side: str
+) -> tuple[list[tuple[dict, list[dict]]], list[dict]]:
+    """(each run's results.json and score rows of `condition`, the rows to compare: one run's, or
+    the per-question average over every run when `runs` lists several)."""
+    listed = [runs] if isinstance(runs, (str, Path)) else list(runs)
+    if not listed:
+        raise ValueError(f"side {side}: no run given")
+    loaded = []
+    for run in listed:
+        results, vectors = load_run(run)
+        loaded.append((results, condition_vectors(vectors, condition)))
+    first = loaded[0][0]
+    for other, _ in loaded[1:]:
+        if (other["benchmark"], effective_protocol(other)) != (first["benchmark"], effective_protocol(first)):
+            raise ValueError(f"side {side}: runs of different benchmarks or protocols cannot be averaged")
+    rows = loaded[0][1] if len(loaded) == 1 else averaged_rows([r for _, r in loaded], side)
+    return loaded, rows
+
+
 def compare_runs(
-    a_run: str | Path,
+    a_run: str | Path | Sequence[str | Path],
     a_condition: str,
-    b_run: str | Path,
+    b_run: str | Path | Sequence[str | Path],
     b_condition: str,
     metric: str | None = None,
     cluster_by: str | None = "context_id",
@@ -277,27 +323,33 @@ def compare_runs(
 ) -> dict[str, Any]:
     """`paired_delta` between a condition of run a and a condition of run b (possibly the same run).
 
+    A side given as a list of runs (an arm's seeds) compares its per-question scores averaged over them.
     `exclude_categories=None`: the benchmark's own `overall` exclusions, checked against results.json."""
-    results_a, vectors_a = load_run(a_run)
-    results_b, vectors_b = load_run(b_run)
+    loaded_a, rows_a = _side(a_run, a_condition, "a")
+    loaded_b, rows_b = _side(b_run, b_condition, "b")
+    results_a, results_b = loaded_a[0][0], loaded_b[0][0]
     if results_a["benchmark"] != results_b["benchmark"]:
         raise ValueError(f"runs of different benchmarks: {results_a['benchmark']} vs {results_b['benchmark']}")
     protocol_a, protocol_b = effective_protocol(results_a), effective_protocol(results_b)
     if protocol_a != protocol_b:
         raise ValueError(f"runs under different protocols: {protocol_a} vs {protocol_b}")
-    rows_a, rows_b = condition_vectors(vectors_a, a_condition), condition_vectors(vectors_b, b_condition)
     metric = metric or main_metric(rows_a)
     default = exclude_categories is None
     exclude = overall_exclusions(results_a["benchmark"], protocol_a) if default else exclude_categories
-    if default:
-        check_against_results(results_a, a_condition, metric, rows_a, exclude)
-        check_against_results(results_b, b_condition, metric, rows_b, exclude)
+    if default:  # every run's rows must reproduce its own results.json
+        for loaded, condition in ((loaded_a, a_condition), (loaded_b, b_condition)):
+            for results, rows in loaded:
+                check_against_results(results, condition, metric, rows, exclude)
     delta = paired_delta(rows_a, rows_b, metric, cluster_by, exclude_categories=exclude, **bootstrap)
+
+    def named(runs: Any) -> Any:
+        return str(runs) if isinstance(runs, (str, Path)) else [str(r) for r in runs]
+
     return {
         "benchmark": results_a["benchmark"],
         "protocol": protocol_a,
-        "a": {"run": str(a_run), "condition": a_condition, "method": results_a.get("method")},
-        "b": {"run": str(b_run), "condition": b_condition, "method": results_b.get("method")},
+        "a": {"run": named(a_run), "condition": a_condition, "method": results_a.get("method")},
+        "b": {"run": named(b_run), "condition": b_condition, "method": results_b.get("method")},
         **delta.to_dict(),
     }
 
@@ -318,7 +370,8 @@ def comparison_tables(rows: Sequence[dict[str, Any]]) -> tuple[str, str]:
         cells += [str(r["n"]), str(r["n_clusters"]), f"{r['mean_a']:.2f}", f"{r['mean_b']:.2f}", f"{r['p_value']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
         flat = {k: r[k] for k in fields if k in r}
-        flat.update(a_run=r["a"]["run"], a_condition=r["a"]["condition"])
-        flat.update(b_run=r["b"]["run"], b_condition=r["b"]["condition"])
+        joined = lambda run: ";".join(run) if isinstance(run, list) else run  # noqa: E731  (an arm's seeds)
+        flat.update(a_run=joined(r["a"]["run"]), a_condition=r["a"]["condition"])
+        flat.update(b_run=joined(r["b"]["run"]), b_condition=r["b"]["condition"])
         writer.writerow(flat)
     return "\n".join(lines), buffer.getvalue()

@@ -257,3 +257,28 @@ def test_a_preset_without_its_runs_names_the_missing_keys():
     assert done.stderr.strip().splitlines()[-1] == (
         "error: this command needs task.runs.frozen=..., task.runs.study=..."
     )
+
+
+def test_an_arms_seeds_are_averaged_per_question_before_pairing(tmp_path):
+    """The pre-registered primary analysis: per-question scores averaged over the evaluated seeds."""
+    frozen, seed0 = locomo_runs(tmp_path)
+    seed1 = make_run(tmp_path / "dm_s1", "locomo", "paper", "deltamem",
+                     locomo_rows("memory_only", {"q1": 0.0, "q2": 1.0, "q3": 0.0, "q4": 0.25}))
+    e1 = compare_runs([seed0, seed1], "memory_only", frozen, "no_context", n_boot=200)
+    # per question (q3, category 5, out): q1 (1 + 0)/2, q2 (0.5 + 1)/2, q4 (0.75 + 0.25)/2 → 0.5, 0.75, 0.5
+    assert e1["n"] == 3 and e1["mean_a"] == pytest.approx(100 * (0.5 + 0.75 + 0.5) / 3)
+    assert e1["delta"] == pytest.approx(e1["mean_a"] - 50 / 3)
+    assert e1["a"]["run"] == [str(seed0), str(seed1)]
+    alone = compare_runs(seed1, "memory_only", frozen, "no_context", n_boot=200)
+    assert alone["mean_a"] == pytest.approx(100 * 1.25 / 3)  # not the average: the check means something
+    other = make_run(tmp_path / "dm_s2", "locomo", "paper", "deltamem",
+                     [r for r in locomo_rows("memory_only", {"q1": 1, "q2": 1, "q3": 1, "q4": 1}) if r["id"] != "q4"])
+    with pytest.raises(ValueError, match="side a: run 1 holds other questions than run 0 \\(e.g. 'q4'\\)"):
+        compare_runs([seed0, other], "memory_only", frozen, "no_context", n_boot=10)
+    comparisons = (f"[{{name: E1 seeds, a: {{run: ['{seed0}', '{seed1}'], condition: memory_only}},"
+                   f" b: {{run: '{frozen}', condition: no_context}}}}]")
+    cfg = compose_cfg("task=compare", f"task.comparisons={comparisons}", f"task.out={tmp_path / 'seeds'}",
+                      "task.n_boot=200")
+    (row,) = instantiate(cfg.task)(cfg)
+    assert row["mean_a"] == pytest.approx(e1["mean_a"]) and row["delta"] == pytest.approx(e1["delta"])
+    assert f"{seed0};{seed1}" in Path(f"{tmp_path / 'seeds'}.csv").read_text()  # the seeds named in the CSV
