@@ -66,6 +66,8 @@ def prompts(args: Any, vocab: int) -> list[list[int]]:
 def main(argv: list[str] | None = None) -> dict:
     """Run the evaluation-path benchmark; print and return the results dict."""
     args = parse(argv)
+    if args.memory == "ssw":  # its writes follow message ids, which id-only prompts do not carry
+        raise SystemExit("eval_path.py times --memory tsw or msw: SSW writes need chat prompts with message ids")
     setup = load_setup(args)
     frozen, wrapped = setup.model, with_memory(setup)
     asks = prompts(args, vocab_size(frozen))

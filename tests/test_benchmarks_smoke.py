@@ -181,3 +181,8 @@ def test_eval_path_keeps_each_finished_case_when_a_later_one_is_stopped(tmp_path
                         "--new-tokens", "2", "--json", str(out)])
     kept = json.loads(out.read_text())
     assert kept["partial"] is True and [c["params"]["batch"] for c in kept["cases"]] == [1]
+
+
+def test_eval_path_refuses_ssw_by_name():
+    with pytest.raises(SystemExit, match="SSW writes need chat prompts"):
+        eval_path.main([*QUICK, "--memory", "ssw"])
