@@ -109,11 +109,14 @@ def check_or_record(run_dir: Path, fields: Mapping[str, Any]) -> str:
 
 def register_resolver() -> None:
     """`${eval_fingerprint:}` in configs: the digest of the composed config it appears in; and
-    `${join:${list}}`, a list's items joined (folder names of sweep jobs, e.g. targets=qo)."""
+    `${join:${list}}`, a list's items joined (folder names of sweep jobs, e.g. targets=qo); and
+    `${under:${runs},sub}`, the folder `sub` of each run (an arm's seeds in conf/task/compare_*)."""
     if not OmegaConf.has_resolver("eval_fingerprint"):
         OmegaConf.register_new_resolver("eval_fingerprint", lambda *, _root_: digest(eval_fields(_root_)))
     if not OmegaConf.has_resolver("join"):
         OmegaConf.register_new_resolver("join", lambda items, sep="": sep.join(str(i) for i in items))
+    if not OmegaConf.has_resolver("under"):  # ${under:${runs},eval_hotpotqa}: that folder in each run
+        OmegaConf.register_new_resolver("under", lambda runs, sub: [f"{run}/{sub}" for run in runs])
 
 
 __all__ = [

@@ -282,3 +282,22 @@ def test_an_arms_seeds_are_averaged_per_question_before_pairing(tmp_path):
     (row,) = instantiate(cfg.task)(cfg)
     assert row["mean_a"] == pytest.approx(e1["mean_a"]) and row["delta"] == pytest.approx(e1["delta"])
     assert f"{seed0};{seed1}" in Path(f"{tmp_path / 'seeds'}.csv").read_text()  # the seeds named in the CSV
+
+
+def test_the_seed_preset_averages_the_arms_seeds_and_reproduces_one_seeds_endpoints(tmp_path):
+    """conf/task/compare_replication_seeds.yaml: with the same seed listed twice the averages are that
+    seed's scores, so session 10's committed endpoints and session 11's IFEval Δ come back exactly."""
+    arm = REPO_ROOT / "results" / "2026-12-03_h200_s10" / "tsw_lr1e-3"
+    ifeval = REPO_ROOT / "results" / "2026-12-03_h200_s11" / "tsw_lr1e-3"
+    cfg = compose_cfg(
+        "task=compare_replication_seeds", f"task.runs.seeds=[{arm},{arm}]", f"task.runs.ifeval_seeds=[{ifeval}]",
+        f"task.runs.frozen={REPO_ROOT / 'results' / '2026-12-03_h200_s9' / 'frozen'}",
+        f"task.out={tmp_path / 'c'}", "task.n_boot=100",
+    )
+    rows = {r["name"]: r for r in instantiate(cfg.task)(cfg)}
+    committed = {r["name"]: r for r in json.loads((arm.parent / "comparisons.json").read_text())}
+    for name in ("E1 HotpotQA EM", "E2 HotpotQA EM", "E3 HotpotQA EM", "E1 HotpotQA F1", "E1 LoCoMo F1",
+                 "E2 LoCoMo F1"):
+        assert rows[name]["delta"] == pytest.approx(committed[name]["delta"], abs=1e-9), name
+        assert rows[name]["a"]["run"] == [f"{arm}/eval_{rows[name]['benchmark']}"] * 2
+    assert rows["no-harm IFEval prompt strict"]["delta"] == pytest.approx(22.00 - 25.14, abs=0.01)
