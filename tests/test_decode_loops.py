@@ -106,6 +106,27 @@ def test_graph_replays_give_the_eager_tokens_on_gpu():
     assert graph.loops_used == {"graph": 1} and graph._static.captures == 1
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
+@pytest.mark.parametrize("write", ["tsw", "msw"])
+def test_graph_replays_give_the_eager_tokens_for_deltamem_on_gpu(write):
+    """δ-mem on CUDA: the pinned state, the fused decode step and the graph replays against eager."""
+    from deltamem.config import DeltaMemConfig
+    from evals.deltamem_method import DeltaMemMethod
+
+    loaded = sharp_backbone()
+    loaded.model.to("cuda")
+    memory = DeltaMemConfig(write=write, b_init="base_slice", base_slice_scale=2.0)
+    method = DeltaMemMethod(loaded, memory=memory, batch_size=4, untrained=True)
+    history = History("c", [{"role": "user", "content": "my cat is called Tom. " * 6}])
+    queries = [Query(f"q{i}", chat(i, 2), "", Generation(max_new_tokens=10)) for i in range(4)]
+    answers = {}
+    for loop in ("eager", "auto"):
+        method.decoder = decoder_like(method.decoder, loop)
+        method.memorize(history)
+        answers[loop] = [a.text for a in method.answer(queries)]
+    assert answers["auto"] == answers["eager"] and method.decoder.loops_used == {"graph": 1}
+
+
 def test_the_eval_task_applies_config_decoding_and_records_the_loops(tmp_path):
     """`decoding.loop` reaches the method's decoder; results.json says which loop decoded each batch;
     a run with another loop has the same fingerprint (an execution setting) and the same answers."""

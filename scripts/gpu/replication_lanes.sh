@@ -9,7 +9,7 @@
 #             1,024 (the write-length knob; dev histories stay at 2,048, so every arm is scored on the
 #             same items), each on the dev split; the arm selected among all six on the test
 #             benchmarks (skipped if it is TSW's, already scored); TSW's IFEval check. Checkpoints
-#             every 10 steps: a resume across device calls loses at most 9 steps
+#             every 10 steps then (5 now: $C): a resume across device calls loses at most 9 steps
 #   e3        LoCoMo full_context (E3) for frozen and the selected arm: 1,986 prompts of ~22K tokens
 #             each, kept out of the training calls, whose steps it would slow
 #   seeds     (session 12) SSW's dev score (its session-11 evaluation was cut), then the arm selected
@@ -39,7 +39,7 @@
 set -euo pipefail
 source scripts/gpu/env.sh
 G=training.nonfinite=skip
-C=training.checkpoint_every=10
+C=training.checkpoint_every=5   # a resume loses at most 4 steps (a TSW checkpoint is about 12 MB)
 TSW=best:tsw_lr2e-4,tsw_lr1e-3,tsw_lr5e-3
 ALL=best:tsw_lr2e-4,tsw_lr1e-3,tsw_lr5e-3,msw_lr1e-3,ssw_lr1e-3,tsw_lr1e-3_w1024
 scored() { echo "eval $1 episode_qa | eval $1 hotpotqa | eval $1 locomo"; }  # dev first, then both test benchmarks
