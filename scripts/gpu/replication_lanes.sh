@@ -12,14 +12,14 @@
 #             every 10 steps then (5 now: $C): a resume across device calls loses at most 9 steps
 #   e3        LoCoMo full_context (E3) for frozen and the selected arm: 1,986 prompts of ~22K tokens
 #             each, kept out of the training calls, whose steps it would slow
-#   seeds     (session 12) SSW's dev score (its session-11 evaluation was cut), then the arm selected
-#             among all six retrained with seeds 1 and 2, each on both test benchmarks; E3 after
+#   seeds     (planned for session 12, never run; superseded by rerun1/rerun2/final) SSW's dev score,
+#             then the arm selected among all six retrained with seeds 1 and 2; E3 after
 #   search    configurations 7 and 8 of the dev search (a negative result needs eight): TSW at 2e-3,
 #             between the best rate and the one that diverged, and TSW 1e-3 with BAMBOO (whose altered
 #             answers exist only in the history) weighted 4 instead of 2; beside them SSW (configuration
 #             5) trained again with session 11's command, because that adapter did not survive to
-#             session 12 and its dev evaluation had been cut. Run before `seeds` (session 12), so the
-#             seeds go to the arm selected among all eight. Needs no earlier run restored
+#             session 12 and its dev evaluation had been cut. Ran in session 12 (the machine was lost at
+#             steps 105-115); its configurations are now in rerun1 (SSW), rerun2 (TSW 2e-3) and final
 #   rerun1    (session 13) every arm of sessions 10-11 resumed from the first batch of its data
 #   rerun2    (session 14) (docs/RESULTS.md, session 12), so the configurations are trained again on
 #             their full epochs (amended pre-registration): rerun1 = configurations 2, 4, 5 (TSW 1e-3,
