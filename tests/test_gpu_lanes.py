@@ -223,3 +223,20 @@ def test_committed_results_restore_where_selection_and_retraining_read_them(lane
                    cwd=REPO_ROOT, env=env, capture_output=True, text=True, check=True)
     argv, run, _ = lanes.command(["retrain", "best:tsw_a,msw_b", "s1", "seed=1"])
     assert run == lanes.RUNS / "msw_b_s1" and argv[-2:] == ["memory=msw", "seed=1"]
+
+
+def test_a_failure_to_return_checkpoints_is_reported_not_raised(lanes, tmp_path, monkeypatch):
+    monkeypatch.setattr(lanes, "LOGS", tmp_path / "logs")
+    lanes.LOGS.mkdir()
+    (lanes.RUNS / "tsw_a" / "checkpoints").mkdir(parents=True)
+    (lanes.RUNS / "tsw_a" / "checkpoints" / "last.ckpt").write_bytes(b"x")
+
+    def full_disk(out):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(lanes, "return_checkpoints", full_disk)
+    assert lanes.collect(tmp_path / "out") == ["checkpoints not returned: [Errno 28] No space left on device"]
+    assert (tmp_path / "out" / "runs.tgz").is_file()  # the small files still came back
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the output folder should be")
+    assert lanes.collect(blocked)[0].startswith("collect failed:")  # reported, not raised into a lane

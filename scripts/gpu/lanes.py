@@ -252,7 +252,11 @@ COLLECTING = threading.Lock()  # lanes collect after each step; one archive at a
 def collect(out: Path) -> list[str]:
     """Archive the small files, copy adapters and checkpoints; returns what could not come back."""
     with COLLECTING:
-        return _collect(out)
+        try:  # called from the lanes' threads: a failure to archive is reported, it stops no lane
+            return _collect(out)
+        except (OSError, tarfile.TarError) as error:
+            print(f"collect failed: {error}", file=sys.stderr, flush=True)
+            return [f"collect failed: {error}"]
 
 
 def _collect(out: Path) -> list[str]:
@@ -273,7 +277,10 @@ def _collect(out: Path) -> list[str]:
                 target = out / "adapters" / adapter.parent.name / path.name
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)
-    return return_checkpoints(out)
+    try:  # a failure here must not stop the lanes that called collect: it is reported instead
+        return return_checkpoints(out)
+    except OSError as error:
+        return [f"checkpoints not returned: {error}"]
 
 
 CHECKPOINT_MAX_BYTES = 16 * 2**20  # the device returns files of at most 16 MiB (device README, Limits)
