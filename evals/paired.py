@@ -354,6 +354,11 @@ def compare_runs(
     }
 
 
+def _run_label(run: str | list[str]) -> str:
+    """A side's run for the CSV: one folder, or an arm's seeds joined by ';'."""
+    return ";".join(run) if isinstance(run, list) else run
+
+
 def comparison_tables(rows: Sequence[dict[str, Any]]) -> tuple[str, str]:
     """(Markdown, CSV) of `compare_runs` results, one line per named comparison."""
     level = f"{100 * rows[0]['ci']:g}%" if rows else "95%"
@@ -370,8 +375,7 @@ def comparison_tables(rows: Sequence[dict[str, Any]]) -> tuple[str, str]:
         cells += [str(r["n"]), str(r["n_clusters"]), f"{r['mean_a']:.2f}", f"{r['mean_b']:.2f}", f"{r['p_value']:.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
         flat = {k: r[k] for k in fields if k in r}
-        joined = lambda run: ";".join(run) if isinstance(run, list) else run  # noqa: E731  (an arm's seeds)
-        flat.update(a_run=joined(r["a"]["run"]), a_condition=r["a"]["condition"])
-        flat.update(b_run=joined(r["b"]["run"]), b_condition=r["b"]["condition"])
+        flat.update(a_run=_run_label(r["a"]["run"]), a_condition=r["a"]["condition"])
+        flat.update(b_run=_run_label(r["b"]["run"]), b_condition=r["b"]["condition"])
         writer.writerow(flat)
     return "\n".join(lines), buffer.getvalue()

@@ -57,19 +57,28 @@ def test_a_stop_token_ends_a_row_in_both_loops(vanilla):
     assert results[0][0].output_tokens == generated.index(stop)  # stopped at the stop token's first place
 
 
+HISTORY = History("c", [{"role": "user", "content": "my cat is called Tom. " * 6},
+                        {"role": "assistant", "content": "ok"}])
+
+
+def answers_by_loop(method, loops: tuple[str, ...], queries: list[Query]) -> tuple[dict, dict]:
+    """The method's answers after memorising HISTORY, and the loops that decoded them, per token
+    loop asked for (each a fresh decoder)."""
+    answers, used = {}, {}
+    for loop in loops:
+        method.decoder = decoder_like(method.decoder, loop)
+        method.memorize(HISTORY)
+        answers[loop] = [a.text for a in method.answer(queries)]
+        used[loop] = method.decoder.loops_used
+    return answers, used
+
+
 @pytest.mark.parametrize("write", ["tsw", "ssw", "msw"])
 def test_static_steps_give_the_eager_tokens_for_deltamem(write):
     method = memory_method(write=write)
-    history = History("c", [{"role": "user", "content": "my cat is called Tom. " * 6},
-                            {"role": "assistant", "content": "ok"}])
     queries = [Query(f"q{i}", chat(i, 2), "", Generation(max_new_tokens=6)) for i in range(4)]
-    answers = {}
-    for loop in ("eager", "graph"):
-        method.decoder = decoder_like(method.decoder, loop)
-        method.memorize(history)
-        answers[loop] = [a.text for a in method.answer(queries)]
-        assert method.decoder.loops_used == {loop: 2}
-    assert answers["graph"] == answers["eager"]
+    answers, used = answers_by_loop(method, ("eager", "graph"), queries)
+    assert answers["graph"] == answers["eager"] and used == {"eager": {"eager": 2}, "graph": {"graph": 2}}
     method.memorize(History("d", [{"role": "user", "content": "the weather was cold. " * 9}]))
     assert [a.text for a in method.answer(queries)] != answers["eager"]  # the memory changes the answers
 
@@ -117,14 +126,9 @@ def test_graph_replays_give_the_eager_tokens_for_deltamem_on_gpu(write):
     loaded.model.to("cuda")
     memory = DeltaMemConfig(write=write, b_init="base_slice", base_slice_scale=2.0)
     method = DeltaMemMethod(loaded, memory=memory, batch_size=4, untrained=True)
-    history = History("c", [{"role": "user", "content": "my cat is called Tom. " * 6}])
     queries = [Query(f"q{i}", chat(i, 2), "", Generation(max_new_tokens=10)) for i in range(4)]
-    answers = {}
-    for loop in ("eager", "auto"):
-        method.decoder = decoder_like(method.decoder, loop)
-        method.memorize(history)
-        answers[loop] = [a.text for a in method.answer(queries)]
-    assert answers["auto"] == answers["eager"] and method.decoder.loops_used == {"graph": 1}
+    answers, used = answers_by_loop(method, ("eager", "auto"), queries)
+    assert answers["auto"] == answers["eager"] and used["auto"] == {"graph": 1}
 
 
 def test_the_eval_task_applies_config_decoding_and_records_the_loops(tmp_path):

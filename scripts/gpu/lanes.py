@@ -145,9 +145,12 @@ def _base(*override_lists: list[str]) -> tuple[list[str], list[str]]:
     `backbone.path=` among the lists wins (Hydra refuses a key given twice); else $EXPERIMENT,
     $BACKBONE_PATH."""
     merged = [o for overrides in override_lists for o in overrides]
-    pick = lambda key, default: next((o for o in reversed(merged) if o.startswith(key)), key + default)  # noqa: E731
+
+    def last(key: str, default: str) -> str:
+        return next((o for o in reversed(merged) if o.startswith(key)), key + default)
+
     others = [o for o in merged if not o.startswith(("experiment=", "backbone.path="))]
-    base = [sys.executable, "src/run.py", pick("experiment=", EXPERIMENT), pick("backbone.path=", BACKBONE)]
+    base = [sys.executable, "src/run.py", last("experiment=", EXPERIMENT), last("backbone.path=", BACKBONE)]
     return base, others
 
 

@@ -44,6 +44,42 @@ class AfterPrompt:
     steps: int  # the largest max_new_tokens (a host int)
 
 
+@dataclass
+class RowBook:
+    """Each row's output so far, kept on device by both loops (fixed addresses: a graph replays it)."""
+
+    out: Tensor  # (B, steps) long, pad after a row's end
+    lengths: Tensor  # (B,) long, tokens written per row
+    done: Tensor  # (B,) bool, the row has stopped or reached its limit
+    limit: Tensor  # (B,) long, each row's max_new_tokens
+    step: Tensor  # (1,) long, the column the next token goes to
+
+    @classmethod
+    def empty(cls, batch: int, steps: int, device: torch.device) -> RowBook:
+        long = dict(dtype=torch.long, device=device)
+        return cls(torch.zeros(batch, steps, **long), torch.zeros(batch, **long),
+                   torch.zeros(batch, dtype=torch.bool, device=device), torch.zeros(batch, **long),
+                   torch.zeros(1, **long))
+
+    def start(self, limit: Tensor, pad_id: int) -> None:
+        self.out.fill_(pad_id)
+        self.lengths.zero_()
+        self.done.zero_()
+        self.limit.copy_(limit)
+        self.step.zero_()
+
+    def take(self, token: Tensor, stops: Tensor, pad_id: int) -> Tensor:
+        """Book each row's next token (B,); returns the next step's input (pad for stopped rows)."""
+        self.done |= self.step >= self.limit
+        finished_now = ~self.done & torch.isin(token, stops)
+        writing = ~self.done & ~finished_now
+        self.out.index_copy_(1, self.step, torch.where(writing, token, pad_id)[:, None])
+        self.lengths += writing.long()
+        self.done |= finished_now
+        self.step.add_(1)
+        return torch.where(self.done, pad_id, token)
+
+
 class EagerLoop:
     """One forward per token over the growing cache (any backend, any sampler)."""
 
@@ -56,26 +92,18 @@ class EagerLoop:
         """Tokens (B, steps) and lengths (B,) of every row."""
         logits, cache, mask, position = start.logits, start.cache, start.mask, start.position
         B, device = mask.shape[0], mask.device
-        done = torch.zeros(B, dtype=torch.bool, device=device)
-        out = torch.full((B, start.steps), self.pad_id, dtype=torch.long, device=device)
-        lengths = torch.zeros(B, dtype=torch.long, device=device)
+        book = RowBook.empty(B, start.steps, device)
+        book.start(start.limit, self.pad_id)
         for step in range(start.steps):
-            token = select(logits)  # (B,)
-            done |= step >= start.limit
-            finished_now = ~done & torch.isin(token, self.stops)
-            writing = ~done & ~finished_now
-            out[:, step] = torch.where(writing, token, self.pad_id)
-            lengths += writing.long()
-            done |= finished_now
-            if (step + 1) % self.stop_check_every == 0 and bool(done.all()):
+            next_ids = book.take(select(logits), self.stops, self.pad_id)  # (B,)
+            if (step + 1) % self.stop_check_every == 0 and bool(book.done.all()):
                 break
             if step + 1 == start.steps:
                 break
             mask = torch.cat([mask, torch.ones(B, 1, dtype=torch.long, device=device)], dim=1)
             position = position + 1
-            next_ids = torch.where(done, self.pad_id, token)[:, None]
-            logits, cache = forward(next_ids, mask, position[:, None], cache, "decode", None)
-        return out, lengths
+            logits, cache = forward(next_ids[:, None], mask, position[:, None], cache, "decode", None)
+        return book.out, book.lengths
 
 
 def fits_static(cache: Any, length: int) -> bool:
@@ -93,11 +121,7 @@ class _Buffers:
     position: Tensor  # (B, 1) long, its position id
     cache_position: Tensor  # (1,) long, its cache slot
     mask: Tensor  # (B, L) long, the prompt's padding mask, 1 on every later slot
-    out: Tensor  # (B, steps) long
-    lengths: Tensor  # (B,) long
-    done: Tensor  # (B,) bool
-    limit: Tensor  # (B,) long
-    step: Tensor  # (1,) long, the column the next token goes to
+    book: RowBook  # the rows' outputs so far
 
 
 class StaticLoop:
@@ -135,11 +159,7 @@ class StaticLoop:
         start.cache = None  # the dynamic copy is no longer needed: free it before decoding
         buf.mask.fill_(1)
         buf.mask[:, :T0].copy_(start.mask)
-        buf.out.fill_(self.pad_id)
-        buf.lengths.zero_()
-        buf.done.zero_()
-        buf.limit.copy_(start.limit)
-        buf.step.zero_()
+        buf.book.start(start.limit, self.pad_id)
         buf.position.copy_(start.position[:, None])
         buf.cache_position.fill_(T0 - 1)  # the slot before the first new token's
         self._select(start.logits)
@@ -148,13 +168,13 @@ class StaticLoop:
         self._forward = forward
         remaining = start.steps - 1
         while remaining > 0:
-            if bool(buf.done.all()):
+            if bool(buf.book.done.all()):
                 break
             chunk = min(self.stop_check_every, remaining)
             for _ in range(chunk):
                 self._replay()
             remaining -= chunk
-        return buf.out.clone(), buf.lengths.clone()
+        return buf.book.out.clone(), buf.book.lengths.clone()
 
     # ----------------------------------------------------------------- internals
     def _prepare(self, batch: int, length: int, steps: int, device: torch.device) -> None:
@@ -169,9 +189,7 @@ class StaticLoop:
         self._buffers = _Buffers(
             token=torch.zeros(batch, 1, **long), position=torch.zeros(batch, 1, **long),
             cache_position=torch.zeros(1, **long), mask=torch.ones(batch, length, **long),
-            out=torch.zeros(batch, steps, **long), lengths=torch.zeros(batch, **long),
-            done=torch.zeros(batch, dtype=torch.bool, device=device), limit=torch.zeros(batch, **long),
-            step=torch.zeros(1, **long),
+            book=RowBook.empty(batch, steps, device),
         )
         self._key, self._graph, self._pinned = key, None, None
 
@@ -187,15 +205,7 @@ class StaticLoop:
     def _select(self, logits: Tensor) -> None:
         """Take each row's next token from `logits` (B, V) and book it, all on device."""
         buf = self._buffers
-        token = logits.argmax(-1)  # (B,)
-        buf.done |= buf.step >= buf.limit
-        finished_now = ~buf.done & torch.isin(token, self.stops)
-        writing = ~buf.done & ~finished_now
-        buf.out.index_copy_(1, buf.step, torch.where(writing, token, self.pad_id)[:, None])
-        buf.lengths += writing.long()
-        buf.done |= finished_now
-        buf.token.copy_(torch.where(buf.done, self.pad_id, token)[:, None])
-        buf.step.add_(1)
+        buf.token.copy_(buf.book.take(logits.argmax(-1), self.stops, self.pad_id)[:, None])
 
     def _step(self) -> None:
         """One forward over the static buffers, then the selection."""
