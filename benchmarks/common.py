@@ -60,11 +60,16 @@ def base_parser(description: str) -> argparse.ArgumentParser:
 
 
 def compose_config(args: argparse.Namespace) -> tuple[BackboneSpec, DeltaMemConfig]:
-    """Compose conf/config.yaml with the chosen backbone/memory and instantiate both."""
+    """Compose conf/config.yaml with the chosen backbone/memory and instantiate both.
+
+    `~task` drops the default task (task=quickstart), whose settings (`backbone.device: cpu`,
+    `dtype: float32`) would otherwise override the backbone's own YAML: a benchmark gets the
+    backbone as its file states it, plus the options given here.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    overrides = [f"backbone={args.backbone}", f"memory={args.memory}"]
+    overrides = ["~task", f"backbone={args.backbone}", f"memory={args.memory}"]
     if args.random_init:
         overrides.append("backbone.random_init=true")
     if args.dtype:

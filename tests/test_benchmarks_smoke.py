@@ -114,6 +114,20 @@ def test_scan():
     assert results["cases"][0]["params"]["chunk"] == 16
 
 
+@pytest.mark.parametrize("backbone", ["qwen25_coder_0p5b", "smollm2_135m"])
+def test_a_benchmark_gets_the_backbone_as_its_yaml_states_it(backbone):
+    """The default task (quickstart) pins `device: cpu, dtype: float32`; none of it reaches a benchmark
+    (sessions 12-13 timed the 0.5B on the H200's CPU through that leak)."""
+    from omegaconf import OmegaConf
+
+    own = OmegaConf.load(REPO_ROOT / "conf" / "backbone" / f"{backbone}.yaml")
+    spec, _ = common.compose_config(eval_path.parse(["--backbone", backbone]))
+    assert spec.device == own.device == "auto" and spec.dtype == own.dtype
+    options = ["--backbone", backbone, "--device", "cuda:1", "--dtype", "float16"]
+    spec, _ = common.compose_config(eval_path.parse(options))
+    assert (spec.device, spec.dtype) == ("cuda:1", "float16")
+
+
 def test_twins_share_weights_and_memory_check_catches_unwritten_state():
     args = prefill.parse(QUICK)
     setup = common.load_setup(args)
