@@ -110,13 +110,25 @@ def check_or_record(run_dir: Path, fields: Mapping[str, Any]) -> str:
 def register_resolver() -> None:
     """`${eval_fingerprint:}` in configs: the digest of the composed config it appears in; and
     `${join:${list}}`, a list's items joined (folder names of sweep jobs, e.g. targets=qo); and
-    `${under:${runs},sub}`, the folder `sub` of each run (an arm's seeds in conf/task/compare_*)."""
+    `${under:${runs},sub}`, the folder `sub` of each run (an arm's seeds in conf/task/compare_*); and
+    `${arm_series:${frozen},${study},${arms},${subs}}`, a figure's series: the frozen run, then each
+    arm of a study folder, each with its `subs` folders (conf/task/plot_replication_arms.yaml)."""
     if not OmegaConf.has_resolver("eval_fingerprint"):
         OmegaConf.register_new_resolver("eval_fingerprint", lambda *, _root_: digest(eval_fields(_root_)))
     if not OmegaConf.has_resolver("join"):
         OmegaConf.register_new_resolver("join", lambda items, sep="": sep.join(str(i) for i in items))
     if not OmegaConf.has_resolver("under"):  # ${under:${runs},eval_hotpotqa}: that folder in each run
         OmegaConf.register_new_resolver("under", lambda runs, sub: [f"{run}/{sub}" for run in runs])
+    if not OmegaConf.has_resolver("arm_series"):
+        OmegaConf.register_new_resolver("arm_series", arm_series)
+
+
+def arm_series(frozen: str, study: str, arms: list[str], subs: list[str]) -> list[dict]:
+    """[{label: frozen, runs: [frozen/sub...]}, {label: δ-mem ARM, runs: [study/ARM/sub...]}, ...]."""
+    if not arms:
+        raise ValueError("arm_series: name at least one arm (task.runs.arms=[...])")
+    series = [{"label": "frozen", "runs": [f"{frozen}/{sub}" for sub in subs]}]
+    return series + [{"label": f"δ-mem {arm}", "runs": [f"{study}/{arm}/{sub}" for sub in subs]} for arm in arms]
 
 
 __all__ = [

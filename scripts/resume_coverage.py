@@ -12,10 +12,16 @@ checkpoint the run resumed from, and reports:
 * `replay_check`: evidence for the replay. Per-batch losses depend mostly on the batch, so a run's
   loss at step s after a resume at c is compared (Pearson r) with a reference run's loss at step
   s − c (the same batch if the order restarted) and at step s (the same batch if it continued).
-  The reference must share the seed and the data and run uninterrupted over those steps.
+  The reference must share the seed and the data and run uninterrupted over those steps;
+* `peer_checks` (`--peers`): for two runs with the same data that resumed at different steps
+  c_a and c_b, the losses at the same step after both resumes line up at offset 0 if the data order
+  continued (both at batch s), and at offset c_a − c_b if it restarted (a's step s then holds batch
+  s − c_a, which b met at its step s − c_a + c_b). It needs no uninterrupted reference, so it tests
+  runs trained after the fix, for which "saw" above is only what the old behaviour would have given.
 
     python scripts/resume_coverage.py results/2026-12-03_h200_s1*/*/ \
         --reference results/2026-12-04_h200_s12/tsw_lr2e-3 --out coverage.json
+    python scripts/resume_coverage.py results/2026-12-04_h200_s13/*/ --peers --out peers.json
 """
 
 from __future__ import annotations
@@ -71,6 +77,28 @@ def replay_check(curve: dict, points: list[int], end: int, reference: dict, skip
     }
 
 
+def peer_check(a: dict, points_a: list[int], b: dict, points_b: list[int]) -> dict | None:
+    """r between run a's loss at step s and run b's at s (the order continued) and at s − (c_a − c_b)
+    (it restarted at each run's first resume), over the steps both ran past their first resume and
+    before their second; None when the resumes coincide or fewer than 4 pairs remain."""
+    if not points_a or not points_b or points_a[0] == points_b[0]:
+        return None
+    shift = points_a[0] - points_b[0]
+    start = max(points_a[0], points_b[0])
+    stop = min([*points_a[1:2], *points_b[1:2], max(a), max(b)])
+    window = [s for s in sorted(a) if start < s <= stop]
+
+    def r_at(offset: int) -> float | None:
+        pairs = [(a[s][1], b[s - offset][1]) for s in window if s - offset in b and s - offset > points_b[0]]
+        return round(pearson(*map(list, zip(*pairs))), 3) if len(pairs) >= 4 else None
+
+    continued, restarted = r_at(0), r_at(shift)
+    if continued is None or restarted is None:
+        return None
+    return {"resumes": [points_a[0], points_b[0]], "pairs": len(window),
+            "r_continued": continued, "r_restarted": restarted}
+
+
 def coverage(run: Path, total_steps: int, gap: float, reference: dict | None, skip_early: int = 15) -> dict:
     curve = losses(run)
     points = resumes(curve, gap)
@@ -98,6 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gap", type=float, default=1.6, help="a resume is a wait longer than this × the median")
     parser.add_argument("--reference", type=Path, help="an uninterrupted run with the same seed and data")
     parser.add_argument("--skip-early", type=int, default=15, help="reference steps left out of the replay check")
+    parser.add_argument("--peers", action="store_true", help="line up every two runs that resumed at different steps")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     reference = None
@@ -109,8 +138,19 @@ def main(argv: list[str] | None = None) -> None:
     for run in args.runs:
         if (run / "metrics.jsonl").is_file():
             report[str(run).rstrip("/")] = coverage(run, args.steps, args.gap, reference, args.skip_early)
+    if args.peers:
+        curves = {name: losses(Path(name)) for name in report}
+        report_peers = {}
+        for i, name_a in enumerate(report):
+            for name_b in list(report)[i + 1:]:
+                check = peer_check(curves[name_a], report[name_a]["resumed_from"],
+                                   curves[name_b], report[name_b]["resumed_from"])
+                if check:
+                    report_peers[f"{name_a} | {name_b}"] = check
+                    print(f"{name_a} | {name_b}: {check}")
+        report = {"runs": report, "peer_checks": report_peers}
     args.out.write_text(json.dumps(report, indent=1) + "\n")
-    for name, row in report.items():
+    for name, row in (report["runs"] if args.peers else report).items():
         print(f"{name}: resumed from {row['resumed_from']}, saw {row['unique_steps']} of {args.steps} steps' data"
               f" ({row['unique_fraction']:.0%}); {row.get('replay_check', {})}")
 

@@ -337,3 +337,25 @@ def test_the_replication_preset_rebuilds_the_committed_condition_figure(tmp_path
     assert [b["height"] for b in bars] == pytest.approx([table[(b["runs"][0], b["condition"])] for b in bars])
     assert len(bars) == 10
     assert {b["condition"] for b in bars if b["series"] == "frozen"} == {"no_context", "full_context"}
+
+
+def test_the_arms_preset_rebuilds_session_13s_committed_figure(tmp_path):
+    from conftest import REPO_ROOT
+
+    study = REPO_ROOT / "results" / "2026-12-04_h200_s13"
+    frozen = REPO_ROOT / "results" / "2026-12-03_h200_s9" / "frozen"
+    arms = ["tsw_lr1e-3", "msw_lr1e-3", "ssw_lr1e-3"]
+    cfg = compose_cfg("task=plot_replication_arms", f"task.runs.study={study}", f"task.runs.arms=[{','.join(arms)}]",
+                      f"task.runs.frozen={frozen}", f"task.out_dir={tmp_path}")  # fmt: skip
+    bars = instantiate(cfg.task)(cfg)["conditions"]["bars"]
+    committed = json.loads((study / "conditions.json").read_text())["bars"]
+    keys = ("benchmark", "series", "condition", "height", "ci_low", "ci_high", "n", "n_clusters")
+    assert [{k: b[k] for k in keys} for b in bars] == [{k: b[k] for k in keys} for b in committed]
+    assert list(dict.fromkeys(b["series"] for b in bars)) == ["frozen", *(f"δ-mem {arm}" for arm in arms)]
+    assert len(bars) == 3 + 3 * (4 + 3)  # frozen: HotpotQA 2 + LoCoMo 1; each arm: 4 + 3 conditions
+    msw_memory = next(b for b in bars if b["series"] == "δ-mem msw_lr1e-3" and b["condition"] == "memory_only"
+                      and b["benchmark"] == "hotpotqa")  # fmt: skip
+    assert msw_memory["height"] == pytest.approx(15.8)  # docs/RESULTS.md, session 13
+    with pytest.raises(Exception, match="name at least one arm"):
+        compose_cfg("task=plot_replication_arms", f"task.runs.study={study}", "task.runs.arms=[]",
+                    f"task.runs.frozen={frozen}").task.figures[0].series  # fmt: skip

@@ -245,6 +245,26 @@ def test_the_replication_preset_rebuilds_the_committed_endpoints(tmp_path):
     assert rows["E2 HotpotQA EM"]["delta"] == pytest.approx(-0.2)
 
 
+@pytest.mark.parametrize("arm", ["tsw_lr1e-3", "msw_lr1e-3", "ssw_lr1e-3"])
+def test_the_per_arm_preset_rebuilds_session_13s_committed_rows(tmp_path, arm):
+    """conf/task/compare_replication_arm.yaml on session 13's committed score vectors gives the Δs of
+    results/2026-12-04_h200_s13/comparisons/<arm>.json (exact means; fewer resamples here)."""
+    study = REPO_ROOT / "results" / "2026-12-04_h200_s13"
+    cfg = compose_cfg(
+        "task=compare_replication_arm", f"task.runs.study={study}", f"task.runs.arm={arm}",
+        f"task.runs.frozen={REPO_ROOT / 'results' / '2026-12-03_h200_s9' / 'frozen'}",
+        f"task.out={tmp_path / arm}", "task.n_boot=100",
+    )
+    rows = {r["name"]: r for r in instantiate(cfg.task)(cfg)}
+    committed = {r["name"]: r for r in json.loads((study / "comparisons" / f"{arm}.json").read_text())}
+    assert rows.keys() == committed.keys() and len(rows) == 13
+    for name, row in rows.items():
+        assert row["delta"] == pytest.approx(committed[name]["delta"], abs=1e-9), name
+        assert row["n"] == committed[name]["n"], name
+    expected_d = {"tsw_lr1e-3": 1.17, "msw_lr1e-3": 2.20, "ssw_lr1e-3": 0.80}[arm]  # docs/RESULTS.md, session 13
+    assert rows["dev D"]["delta"] == pytest.approx(expected_d, abs=0.005)
+
+
 def test_a_preset_without_its_runs_names_the_missing_keys():
     import subprocess
     import sys

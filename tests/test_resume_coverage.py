@@ -19,14 +19,15 @@ def batch_loss(position: int) -> float:
     return 1.0 + 3.0 * random.Random(position).random()
 
 
-def write_run(folder, resumed_from: list[int], finished: bool, steps: int = 60) -> None:
-    """Log every 5 steps, 10 s apart, 100 s more after each resume; the data order restarts there."""
+def write_run(folder, resumed_from: list[int], finished: bool, steps: int = 60, restarts: bool = True) -> None:
+    """Log every 5 steps, 10 s apart, 100 s more after each resume; the data order restarts there
+    (`restarts`, the old behaviour) or continues (the fixed one)."""
     folder.mkdir(parents=True)
     rows, clock, start = [], 0.0, 0
     for step in range(0, steps + 1, 5):
         if rows and rows[-1]["step"] in resumed_from:
             clock += 100.0
-            start = rows[-1]["step"]
+            start = rows[-1]["step"] if restarts else 0
         clock += 10.0
         rows.append({"step": step, "time": clock, "train/loss": batch_loss(step - start)})
     (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -56,3 +57,22 @@ def test_an_unfinished_run_counts_up_to_its_last_log_and_an_uninterrupted_one_ha
     assert "replay_check" not in row
     write_run(tmp_path / "straight", [], finished=True)
     assert coverage_script.coverage(tmp_path / "straight", 60, 1.6, None)["segments"] == [60]
+
+
+def test_peers_resumed_at_different_steps_line_up_where_their_data_order_says(tmp_path):
+    for restarts in (True, False):
+        names = [tmp_path / f"{restarts}_a", tmp_path / f"{restarts}_b"]
+        write_run(names[0], [25, 50], finished=True, steps=80, restarts=restarts)
+        write_run(names[1], [15], finished=True, steps=80, restarts=restarts)
+        out = tmp_path / f"{restarts}.json"
+        coverage_script.main([*map(str, names), "--steps", "80", "--peers", "--out", str(out)])
+        report = json.loads(out.read_text())
+        assert set(report["runs"]) == set(map(str, names))
+        check = report["peer_checks"][f"{names[0]} | {names[1]}"]
+        assert check["resumes"] == [25, 15] and check["pairs"] == 5  # steps 30..50
+        if restarts:
+            assert check["r_restarted"] == 1.0 and check["r_continued"] < 0.9
+        else:
+            assert check["r_continued"] == 1.0 and check["r_restarted"] < 0.9
+    same = coverage_script.peer_check({s: (s, 1.0) for s in range(0, 60, 5)}, [20], {}, [20])
+    assert same is None  # resumes at one step: the two orders predict the same alignment

@@ -27,14 +27,15 @@
 #             scores the dev split, then HotpotQA and LoCoMo: adapters do not survive between sessions,
 #             so whichever arm the dev rule later selects already has its seed-0 test scores. The test
 #             scores choose nothing (the selection reads episode_qa alone)
-#             rerun2 also scores frozen LoCoMo full_context (E3's baseline: 1,986 prompts of ~22K tokens)
+#             Frozen LoCoMo full_context (E3's baseline: 1,986 prompts of ~22K tokens, about 5 min alone)
+#             moved from rerun2 to small: session 13's three arms left 94 s of 1,800, too little for it
 #   final     (session 15) configuration 8 trained and scored, then the arm the dev rule selects among
-#             all eight retrained with seeds 1 and 2 (both test benchmarks and IFEval; seed 1 also LoCoMo
-#             full_context, E3). First restore the dev results: restore_runs.sh <session 13 dir>,
+#             all eight retrained with seeds 1 and 2 (both test benchmarks; seed 1 LoCoMo full_context,
+#             E3; seed 2 IFEval: both on one lane would not fit its session). First restore the dev results: restore_runs.sh <session 13 dir>,
 #             <session 14 dir>, and `cp -r results/2026-12-03_h200_s10/tsw_lr5e-3 $RUNS/` (row 3 stands:
 #             it diverged before any resume)
 #   small     (session 16) the selected arm on SmolLM2-135M (experiment=replication_smollm2), with frozen
-#             SmolLM2 beside it; restore as for final, stage.sh 0|1 smollm2, then setup_smollm2.sh
+#             SmolLM2 beside it, and frozen Qwen LoCoMo full_context (E3's baseline); restore as for final, stage.sh 0|1 smollm2, then setup_smollm2.sh
 # Earlier sessions' runs must be under $RUNS first on a fresh machine: scripts/gpu/restore_runs.sh.
 set -euo pipefail
 source scripts/gpu/env.sh
@@ -71,15 +72,15 @@ case "$1" in
   rerun2) lanes=(
     "train tsw_lr2e-4 training.optim.lr=2e-4 $G $C | $(scored tsw_lr2e-4)"
     "train tsw_lr1e-3_w1024 training.optim.lr=1e-3 training.max_write_length=1024 $G $C | $(scored tsw_lr1e-3_w1024)"
-    "train tsw_lr2e-3 training.optim.lr=2e-3 $G $C | $(scored tsw_lr2e-3)"
-    "eval frozen locomo_full") ;;
+    "train tsw_lr2e-3 training.optim.lr=2e-3 $G $C | $(scored tsw_lr2e-3)") ;;
   final) lanes=(
     "train tsw_lr1e-3_bamboo4 training.optim.lr=1e-3 train_data.weights.bamboo=4.0 $G $C | $(scored tsw_lr1e-3_bamboo4)"
-    "retrain $ALL8 s1 seed=1 $C | eval $ALL8+s1 hotpotqa | eval $ALL8+s1 locomo | eval $ALL8+s1 ifeval | eval $ALL8+s1 locomo_full"
+    "retrain $ALL8 s1 seed=1 $C | eval $ALL8+s1 hotpotqa | eval $ALL8+s1 locomo | eval $ALL8+s1 locomo_full"
     "retrain $ALL8 s2 seed=2 $C | eval $ALL8+s2 hotpotqa | eval $ALL8+s2 locomo | eval $ALL8+s2 ifeval") ;;
   small) lanes=(
     "retrain $ALL8 s135 $SMALL $C | eval $ALL8+s135 hotpotqa | eval $ALL8+s135 locomo"
-    "eval frozen_smollm2 hotpotqa $SMALL | eval frozen_smollm2 locomo $SMALL") ;;
+    "eval frozen_smollm2 hotpotqa $SMALL | eval frozen_smollm2 locomo $SMALL"
+    "eval frozen locomo_full") ;;
   *) echo "usage: $0 tsw|variants|e3|seeds|search|rerun1|rerun2|final|small BUDGET_S" >&2; exit 2 ;;
 esac
 [ "${DRY_RUN:-}" ] && { printf "%s\n" "${lanes[@]}"; exit 0; }

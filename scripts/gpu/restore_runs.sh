@@ -5,7 +5,7 @@
 # when ADAPTERS_DIR is given, each arm's adapter from ADAPTERS_DIR/<arm>/ (checked against
 # RESULTS_DIR/adapters.sha256). Without adapters, lanes.py can still select among the arms (`best:` reads
 # their dev results) and retrain them; scoring one again needs its adapter.
-#   bash scripts/gpu/restore_runs.sh results/2026-12-05_h200_s13
+#   bash scripts/gpu/restore_runs.sh results/2026-12-04_h200_s13
 set -euo pipefail
 source scripts/gpu/env.sh
 mkdir -p "$RUNS"
