@@ -33,6 +33,8 @@ from evals.decoding import ChatDecoder, DecoderBackend
 from evals.deltamem_method import DeltaMemBackend
 from evals.types import Generation
 
+LOCOMO_SAMPLING = {"do_sample": True, "temperature": 0.4, "top_p": 0.9, "top_k": 10}  # evals/locomo.py, generation()
+
 
 class IdTokenizer:
     """What `ChatDecoder` needs of a tokenizer when prompts arrive as ids: ids back as text."""
@@ -52,6 +54,8 @@ def parse(argv: list[str] | None):
     parser.add_argument("--batch", type=int_list, default=[1, 32], help="decoder batch sizes")
     parser.add_argument("--new-tokens", type=int, default=32, help="greedy tokens per answer (HotpotQA: 32)")
     parser.add_argument("--chunk", type=int, default=4096, help="prefill chunk (the methods' prefill_chunk)")
+    parser.add_argument("--sample", action="store_true",
+                        help="sample as LoCoMo's paper protocol does (T 0.4, top-p 0.9, top-k 10, seed 42 + question)")
     return parser.parse_args(argv)
 
 
@@ -71,7 +75,8 @@ def main(argv: list[str] | None = None) -> dict:
     setup = load_setup(args)
     frozen, wrapped = setup.model, with_memory(setup)
     asks = prompts(args, vocab_size(frozen))
-    settings = [Generation(max_new_tokens=args.new_tokens)] * len(asks)
+    sampling = [LOCOMO_SAMPLING | {"seed": 42 + i} if args.sample else {} for i in range(len(asks))]
+    settings = [Generation(max_new_tokens=args.new_tokens, **extra) for extra in sampling]
     window = args.prefix + args.tail + 8 + args.new_tokens + 1
     tokenizer = IdTokenizer(pad_token_id=0, eos_token_id=None)
     no_stop = {vocab_size(frozen)}  # an id past the vocabulary: every answer is --new-tokens long, the same work
@@ -117,7 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
             row["graph_captures"] = getattr(decoders[name]._static, "captures", 0)
         ratios = [("deltamem_graph", "frozen_graph"), ("deltamem_eager", "frozen_eager"),
                   ("frozen_graph", "frozen_eager"), ("deltamem_graph", "deltamem_eager")]
-        params = {"batch": batch, "prefix": args.prefix, "questions": len(asks), "new_tokens": args.new_tokens}
+        params = {"batch": batch, "prefix": args.prefix, "questions": len(asks), "new_tokens": args.new_tokens,
+                  "sampled": bool(args.sample)}
         cases.append(case(f"B={batch} prefix={args.prefix}", params, stats, ratios))
         if args.json is not None:  # each finished case at once: a run stopped at a time limit keeps them
             args.json.parent.mkdir(parents=True, exist_ok=True)

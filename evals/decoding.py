@@ -30,6 +30,7 @@ from torch import Tensor
 
 from deltamem.decode_loops import AfterPrompt, EagerLoop, StaticLoop, fits_static
 from deltamem.hf_compat import cache_argument, returned_cache
+from deltamem.row_sampling import RowSettings, graph_sampling_available
 from evals.methods import Answer
 from evals.types import Generation
 
@@ -111,11 +112,11 @@ class ChatDecoder:
         decode_loop: str = "eager",
         graph_bucket: int = 1024,
     ):
-        """decode_loop: `eager` (one forward per token over the growing cache: any backend, any
-        sampler), `graph` (greedy batches through static-cache steps, replayed from a CUDA graph on
-        CUDA and run eagerly on CPU; a sampled batch or a backend that cannot be captured is an
-        error), or `auto` (`graph` for greedy batches on CUDA where it applies, else `eager`; to
-        become the default once a GPU has shown it gives the eager tokens, conf/config.yaml).
+        """decode_loop: `eager` (one forward per token over the growing cache: any backend),
+        `graph` (static-cache steps, replayed from a CUDA graph on CUDA and run eagerly on CPU; a
+        backend that cannot be captured is an error), or `auto` (`graph` on CUDA where it applies,
+        else `eager`; to become the default once a GPU has shown it gives the eager tokens,
+        conf/config.yaml). Greedy and sampled rows alike (`deltamem.row_sampling`).
         Each batch's loop is counted in `loops_used`. graph_bucket: the static cache's length is
         rounded up to a multiple of it, so one captured graph serves batches of similar length."""
         self.graph_bucket, self._static = int(graph_bucket), None
@@ -256,25 +257,25 @@ class ChatDecoder:
         self.backend.load_state(prefix.state, B, keys)
         logits, cache = self.backend.forward(ids, mask, positions, cache, "prompt", seg)
 
-        sampler = _RowSampler(settings, device)
+        rows = row_settings(settings)
         start = AfterPrompt(
             logits, cache, mask, positions[:, -1],
             limit=torch.tensor([g.max_new_tokens for g in settings], device=device),
             steps=max(g.max_new_tokens for g in settings),  # a host int: no device sync per step
         )
         del logits, cache  # held by `start` alone: the static loop frees the prompt's cache once copied
-        loop = self._loop(sampler, start)
-        out, lengths = loop.run(self.backend.forward, start, sampler)
+        loop = self._loop(rows, start)
+        out, lengths = loop.run(self.backend.forward, start, rows)
         self.loops_used[loop.name] = self.loops_used.get(loop.name, 0) + 1
         lengths = lengths.tolist()
         return [out[i, : lengths[i]].tolist() for i in range(B)]
 
-    def _loop(self, sampler: _RowSampler, start: AfterPrompt) -> EagerLoop | StaticLoop:
+    def _loop(self, rows: RowSettings, start: AfterPrompt) -> EagerLoop | StaticLoop:
         """The loop this batch decodes with (`decode_loop`; see __init__)."""
         stops = torch.tensor(sorted(self.stop_ids), device=start.mask.device)
         if self.decode_loop == "eager" or (self.decode_loop == "auto" and start.mask.device.type != "cuda"):
             return EagerLoop(self.pad_id, stops, self.stop_check_every)
-        reason = self._static_unfit(sampler, start)
+        reason = self._static_unfit(rows, start)
         if reason is None:
             if self._static is None:
                 self._static = StaticLoop(self.backend.model, self.pad_id, stops, self.stop_check_every,
@@ -285,10 +286,10 @@ class ChatDecoder:
             raise ValueError(f"decode_loop=graph cannot decode this batch: {reason} (use decode_loop=auto or eager)")
         return EagerLoop(self.pad_id, stops, self.stop_check_every)
 
-    def _static_unfit(self, sampler: _RowSampler, start: AfterPrompt) -> str | None:
+    def _static_unfit(self, rows: RowSettings, start: AfterPrompt) -> str | None:
         """Why the static loop cannot run this batch, or None when it can."""
-        if sampler.any_sample:
-            return "its rows sample (the static loop is greedy)"
+        if rows.any_sample and start.mask.device.type == "cuda" and not graph_sampling_available():
+            return "its rows sample, and this torch cannot register a generator with a CUDA graph"
         if not self.backend.graph_safe:
             return f"{type(self.backend).__name__} is not graph-safe (see its `graph_safe`)"
         if not fits_static(start.cache, start.mask.shape[1]):
@@ -299,46 +300,12 @@ class ChatDecoder:
         return None
 
 
-class _RowSampler:
-    """Greedy or sampled next tokens with per-row settings and per-row seeded generators."""
-
-    def __init__(self, settings: Sequence[Generation], device: torch.device):
-        self.sample = [g.do_sample for g in settings]
-        self.any_sample = any(self.sample)
-        self.temperature = torch.tensor([max(g.temperature, 1e-5) for g in settings], device=device)[:, None]
-        self.top_k = [g.top_k for g in settings]
-        self.top_p = torch.tensor([g.top_p for g in settings], device=device)[:, None]
-        self.generators: list[torch.Generator | None] = []
-        for g in settings:
-            if g.do_sample:
-                gen = torch.Generator(device=device)
-                gen.manual_seed(0 if g.seed is None else int(g.seed))
-                self.generators.append(gen)
-            else:
-                self.generators.append(None)
-
-    def __call__(self, logits: Tensor) -> Tensor:  # logits (B, V) fp32 → (B,) long
-        greedy = logits.argmax(-1)
-        if not self.any_sample:
-            return greedy
-        probs = self._filtered_probs(logits)
-        picks = [
-            torch.multinomial(probs[i], 1, generator=gen)[0] if gen is not None else greedy[i]
-            for i, gen in enumerate(self.generators)
-        ]
-        return torch.stack(picks)
-
-    def _filtered_probs(self, logits: Tensor) -> Tensor:
-        scaled = logits / self.temperature
-        sorted_logits, order = scaled.sort(dim=-1, descending=True)  # (B, V)
-        ranks = torch.arange(scaled.shape[-1], device=scaled.device)[None]
-        k = torch.tensor([k if k > 0 else scaled.shape[-1] for k in self.top_k], device=scaled.device)[:, None]
-        sorted_logits = sorted_logits.masked_fill(ranks >= k, float("-inf"))
-        sorted_probs = sorted_logits.softmax(-1)
-        before = sorted_probs.cumsum(-1) - sorted_probs  # mass strictly above each token
-        sorted_logits = sorted_logits.masked_fill(before >= self.top_p, float("-inf"))  # keeps the top token
-        filtered = torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
-        return filtered.softmax(-1)
+def row_settings(settings: Sequence[Generation]) -> RowSettings:
+    """The decoding settings of a batch's rows, as the token loops take them."""
+    return RowSettings(
+        do_sample=[g.do_sample for g in settings], temperature=[g.temperature for g in settings],
+        top_k=[g.top_k for g in settings], top_p=[g.top_p for g in settings], seeds=[g.seed for g in settings],
+    )
 
 
 def _stop_ids(tokenizer: Any, model: Any) -> set[int]:

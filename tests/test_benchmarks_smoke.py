@@ -161,7 +161,17 @@ def test_eval_path_answers_a_conversation_through_both_loops_with_the_same_token
             assert stats["loops_used"] == {name.split("_")[1]: -(-5 // batch)}  # every batch, through its loop
     written = json.loads(out.read_text())
     assert "partial" not in written and len(written["cases"]) == 2  # the whole report replaced the partial one
-    assert written["cases"][0]["params"] == {"batch": 1, "prefix": 96, "questions": 5, "new_tokens": 4}
+    params = {"batch": 1, "prefix": 96, "questions": 5, "new_tokens": 4, "sampled": False}
+    assert written["cases"][0]["params"] == params
+
+
+def test_eval_path_checks_sampled_answers_between_the_loops_too(tmp_path):
+    """--sample: LoCoMo's paper decoding (per-question seeds); the graph variants must still match."""
+    results = eval_path.main([*QUICK, "--prefix", "48", "--questions", "3", "--tail", "6", "--batch", "3",
+                              "--new-tokens", "4", "--sample"])
+    (item,) = results["cases"]
+    assert item["params"]["sampled"] is True
+    assert all(stats["status"] == "ok" and stats["checked"] for stats in item["variants"].values())
 
 
 def test_eval_path_fails_when_the_graph_loop_changes_an_answer(monkeypatch):

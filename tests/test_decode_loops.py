@@ -83,11 +83,29 @@ def test_static_steps_give_the_eager_tokens_for_deltamem(write):
     assert [a.text for a in method.answer(queries)] != answers["eager"]  # the memory changes the answers
 
 
+def test_static_steps_give_the_eager_tokens_for_sampled_rows(vanilla):
+    """LoCoMo's paper decoding samples: each row with its own seed, greedy rows beside them."""
+    eager, static = decoder_like(vanilla.decoder, "eager"), decoder_like(vanilla.decoder, "graph", graph_bucket=16)
+    prompts = [eager.encode(chat(i, length=4 + i)) for i in range(5)]
+    settings = [Generation(max_new_tokens=8, seed=42 + i, **SAMPLED) for i in range(4)] + [Generation(max_new_tokens=8)]
+    want = eager.generate(prompts, settings)
+    assert [a.text for a in static.generate(prompts, settings)] == [a.text for a in want]
+    assert static.loops_used == {"graph": 2}
+    greedy = [Generation(max_new_tokens=8)] * 5  # the same shapes, greedy: the sampled buffers serve it
+    assert [a.text for a in static.generate(prompts, greedy)] == [a.text for a in eager.generate(prompts, greedy)]
+    assert [a.text for a in want] != [a.text for a in eager.generate(prompts, greedy)]  # sampling changed rows
+
+
+@pytest.mark.parametrize("write", ["tsw", "msw"])
+def test_static_steps_give_the_eager_tokens_for_sampled_deltamem_rows(write):
+    method = memory_method(write=write)
+    queries = [Query(f"q{i}", chat(i, 2), "", Generation(max_new_tokens=6, seed=i, **SAMPLED)) for i in range(4)]
+    answers, used = answers_by_loop(method, ("eager", "graph"), queries)
+    assert answers["graph"] == answers["eager"] and used["graph"] == {"graph": 2}
+
+
 def test_what_the_static_loop_cannot_decode_is_refused_or_decoded_eagerly(vanilla):
     prompts = [vanilla.decoder.encode(chat(i)) for i in range(2)]
-    sampled = [Generation(max_new_tokens=4, seed=i, **SAMPLED) for i in range(2)]
-    with pytest.raises(ValueError, match="decode_loop=graph cannot decode this batch: its rows sample"):
-        decoder_like(vanilla.decoder, "graph").generate(prompts, sampled)
     auto = decoder_like(vanilla.decoder, "auto")
     auto.generate(prompts, [Generation(max_new_tokens=4)] * 2)
     assert auto.loops_used == {"eager": 1}  # auto decodes eagerly off CUDA
@@ -103,16 +121,20 @@ def test_what_the_static_loop_cannot_decode_is_refused_or_decoded_eagerly(vanill
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-def test_graph_replays_give_the_eager_tokens_on_gpu():
+@pytest.mark.parametrize("sampled", [False, True])
+def test_graph_replays_give_the_eager_tokens_on_gpu(sampled):
+    """Sampled rows: the generators registered with the graph advance on each replay as in eager steps,
+    and a second batch reseeds them (two batches, one capture)."""
     loaded = sharp_backbone()
     loaded.model.to("cuda")
     method = FrozenBackbone(loaded, batch_size=4)
-    prompts = [method.decoder.encode(chat(i)) for i in range(4)]
-    settings = [Generation(max_new_tokens=12)] * 4
+    prompts = [method.decoder.encode(chat(i)) for i in range(8)]
+    extra = SAMPLED if sampled else {}
+    settings = [Generation(max_new_tokens=12, seed=42 + i if sampled else None, **extra) for i in range(8)]
     want = decoder_like(method.decoder, "eager").generate(prompts, settings)
     graph = decoder_like(method.decoder, "auto")
     assert [a.text for a in graph.generate(prompts, settings)] == [a.text for a in want]
-    assert graph.loops_used == {"graph": 1} and graph._static.captures == 1
+    assert graph.loops_used == {"graph": 2} and graph._static.captures == 1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
@@ -127,8 +149,9 @@ def test_graph_replays_give_the_eager_tokens_for_deltamem_on_gpu(write):
     memory = DeltaMemConfig(write=write, b_init="base_slice", base_slice_scale=2.0)
     method = DeltaMemMethod(loaded, memory=memory, batch_size=4, untrained=True)
     queries = [Query(f"q{i}", chat(i, 2), "", Generation(max_new_tokens=10)) for i in range(4)]
+    queries += [Query(f"s{i}", chat(i, 2), "", Generation(max_new_tokens=10, seed=i, **SAMPLED)) for i in range(4)]
     answers, used = answers_by_loop(method, ("eager", "auto"), queries)
-    assert answers["auto"] == answers["eager"] and used["auto"] == {"graph": 1}
+    assert answers["auto"] == answers["eager"] and used["auto"] == {"graph": 2}  # a greedy and a sampled batch
 
 
 def test_the_eval_task_applies_config_decoding_and_records_the_loops(tmp_path):

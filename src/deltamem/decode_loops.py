@@ -4,15 +4,20 @@ Both loops start from the state after a batch's prompt (the last position's logi
 the mask and the last position ids) and give each row its tokens up to its first stop token or
 its `max_new_tokens`, padded after. They differ in how a step runs:
 
-* `EagerLoop`: one forward call per token over the growing KV cache, with any backend and any
-  sampler (greedy, or sampled with per-row seeded generators). It is the CPU path and the oracle.
-* `StaticLoop`: greedy rows through a graph-safe backend. The prompt's cache is copied into a
+* `EagerLoop`: one forward call per token over the growing KV cache, with any backend. It is the
+  CPU path and the oracle.
+* `StaticLoop`: rows through a graph-safe backend. The prompt's cache is copied into a
   `StaticCache` with room for every new token. Its length is rounded up to `bucket` slots, so one
   captured graph serves every batch of the same size. Each step then reads and writes fixed
-  buffers: token, position ids, cache slot, mask, outputs, the done flags and δ-mem's pinned
-  state. On CUDA one step is captured as a graph and replayed, with no Python, launches or host
-  sync per token (`deltamem.graph_decode` gives the same for one prompt). One sync every
-  `stop_check_every` steps asks whether every row has stopped.
+  buffers: token, position ids, cache slot, mask, outputs, the done flags, the rows' sampling
+  settings, generators and noise, and δ-mem's pinned state. On CUDA one step is captured as a graph
+  and replayed, with no Python, launches or host sync per token (`deltamem.graph_decode` gives the
+  same for one prompt); sampled rows need `row_sampling.graph_sampling_available()`, their
+  generators registered with the graph. One sync every `stop_check_every` steps asks whether
+  every row has stopped.
+
+Both select tokens through `row_sampling.RowSampler` (greedy, or sampled with each row's settings
+and seeded generator), so a row's tokens are the same in either loop.
 
 `use_graph=False` runs the static steps eagerly: on CPU a test keeps them token-identical to
 `EagerLoop`.
@@ -21,15 +26,15 @@ its `max_new_tokens`, padded after. They differ in how a step runs:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from .hf_compat import forward_accepts
+from .row_sampling import RowSampler, RowSettings, graph_sampling_available, row_sampler
 
 Forward = Callable[..., tuple[Tensor, Any]]  # DecoderBackend.forward
-Select = Callable[[Tensor], Tensor]  # logits (B, V) fp32 → next tokens (B,)
 
 
 @dataclass
@@ -88,10 +93,11 @@ class EagerLoop:
     def __init__(self, pad_id: int, stops: Tensor, stop_check_every: int = 8):
         self.pad_id, self.stops, self.stop_check_every = pad_id, stops, stop_check_every
 
-    def run(self, forward: Forward, start: AfterPrompt, select: Select) -> tuple[Tensor, Tensor]:
-        """Tokens (B, steps) and lengths (B,) of every row."""
+    def run(self, forward: Forward, start: AfterPrompt, settings: RowSettings | None = None) -> tuple[Tensor, Tensor]:
+        """Tokens (B, steps) and lengths (B,) of every row (greedy where `settings` is None)."""
         logits, cache, mask, position = start.logits, start.cache, start.mask, start.position
         B, device = mask.shape[0], mask.device
+        select = row_sampler(settings or RowSettings.greedy(B), logits.shape[-1], device)
         book = RowBook.empty(B, start.steps, device)
         book.start(start.limit, self.pad_id)
         for step in range(start.steps):
@@ -122,10 +128,11 @@ class _Buffers:
     cache_position: Tensor  # (1,) long, its cache slot
     mask: Tensor  # (B, L) long, the prompt's padding mask, 1 on every later slot
     book: RowBook  # the rows' outputs so far
+    sampler: RowSampler  # the rows' settings, generators and noise
 
 
 class StaticLoop:
-    """Greedy steps over a static cache, captured once as a CUDA graph (`use_graph`) and replayed."""
+    """Steps over a static cache, captured once as a CUDA graph (`use_graph`) and replayed."""
 
     name = "graph"
 
@@ -148,13 +155,18 @@ class StaticLoop:
         self._graph: torch.cuda.CUDAGraph | None = None
         self._pinned: Any = None
         self._forward: Forward | None = None
+        self._captured_sampling = False
 
-    def run(self, forward: Forward, start: AfterPrompt, select: Select | None = None) -> tuple[Tensor, Tensor]:
-        """Tokens (B, steps) and lengths (B,); greedy (`select` must be None or argmax)."""
+    def run(self, forward: Forward, start: AfterPrompt, settings: RowSettings | None = None) -> tuple[Tensor, Tensor]:
+        """Tokens (B, steps) and lengths (B,) of every row (greedy where `settings` is None)."""
         B, T0 = start.mask.shape
+        settings = settings or RowSettings.greedy(B)
+        if settings.any_sample and self.use_graph and not graph_sampling_available():
+            raise ValueError("this torch cannot register a generator with a CUDA graph: decode sampled rows eagerly")
         length = -(-(T0 + start.steps) // self.bucket) * self.bucket  # room for every new token
-        self._prepare(B, length, start.steps, start.mask.device)
+        self._prepare(B, length, start.steps, start.mask.device, start.logits.shape[-1], settings.any_sample)
         buf = self._buffers
+        buf.sampler.load(settings)
         self._fill_cache(start.cache, T0)
         start.cache = None  # the dynamic copy is no longer needed: free it before decoding
         buf.mask.fill_(1)
@@ -177,8 +189,13 @@ class StaticLoop:
         return buf.book.out.clone(), buf.book.lengths.clone()
 
     # ----------------------------------------------------------------- internals
-    def _prepare(self, batch: int, length: int, steps: int, device: torch.device) -> None:
-        key = (batch, length, steps)
+    def _prepare(self, batch: int, length: int, steps: int, device: torch.device, vocab: int,
+                 samples: bool) -> None:
+        """Buffers (and, on CUDA, the graph) for this shape; a graph captured greedy-only is not
+        reused for a sampled batch (a sampled graph serves greedy rows too)."""
+        key = (batch, length, steps, vocab)
+        if key == self._key and samples and not self._captured_sampling:
+            self._graph = None  # capture again, with the sampling kernels
         if key == self._key:
             self._cache.reset()
             return
@@ -189,7 +206,7 @@ class StaticLoop:
         self._buffers = _Buffers(
             token=torch.zeros(batch, 1, **long), position=torch.zeros(batch, 1, **long),
             cache_position=torch.zeros(1, **long), mask=torch.ones(batch, length, **long),
-            book=RowBook.empty(batch, steps, device),
+            book=RowBook.empty(batch, steps, device), sampler=RowSampler(batch, vocab, device),
         )
         self._key, self._graph, self._pinned = key, None, None
 
@@ -205,7 +222,7 @@ class StaticLoop:
     def _select(self, logits: Tensor) -> None:
         """Take each row's next token from `logits` (B, V) and book it, all on device."""
         buf = self._buffers
-        buf.token.copy_(buf.book.take(logits.argmax(-1), self.stops, self.pad_id)[:, None])
+        buf.token.copy_(buf.book.take(buf.sampler(logits), self.stops, self.pad_id)[:, None])
 
     def _step(self) -> None:
         """One forward over the static buffers, then the selection."""
@@ -226,23 +243,31 @@ class StaticLoop:
         self._graph.replay()
 
     def _capture(self) -> None:
+        sampler = self._buffers.sampler
         self._graph = capture_step(
             self._step, self._buffers.mask.device,
             "Something in the step syncs with the host (an eager-attention mask does; SDPA's does not). "
             "Decode with decoding.loop=eager.",
+            generators=sampler.generators if sampler.any_sample else (),
         )
+        self._captured_sampling = sampler.any_sample
         self.captures += 1
 
 
-def capture_step(step: Callable[[], None], device: torch.device, hint: str) -> torch.cuda.CUDAGraph:
+def capture_step(step: Callable[[], None], device: torch.device, hint: str,
+                 generators: Sequence[torch.Generator] = ()) -> torch.cuda.CUDAGraph:
     """Run `step` once for real on a side stream (the warm-up), then record it as a CUDA graph whose
-    replays rerun it on the same buffers. A failed capture names itself and `hint`."""
+    replays rerun it on the same buffers. `generators` (user generators that `step` draws from) are
+    registered with the graph, so each replay advances them as an eager step would. A failed
+    capture names itself and `hint`."""
     stream = torch.cuda.Stream(device)
     stream.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(stream):
         step()
     torch.cuda.current_stream(device).wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
+    for generator in generators:
+        graph.register_generator_state(generator)
     try:
         with torch.cuda.graph(graph):  # records the kernels; none of them runs now
             step()
