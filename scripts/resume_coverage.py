@@ -107,6 +107,7 @@ def coverage(run: Path, total_steps: int, gap: float, reference: dict | None, sk
     segments = [b - a for a, b in zip(bounds, bounds[1:])]
     seen = max(segments)
     result = {
+        "assumes": "the data order restarted at each resume (runs trained before 2026-12-04)",
         "resumed_from": points,
         "segments": segments,
         "unique_steps": seen,
@@ -151,8 +152,9 @@ def main(argv: list[str] | None = None) -> None:
         report = {"runs": report, "peer_checks": report_peers}
     args.out.write_text(json.dumps(report, indent=1) + "\n")
     for name, row in (report["runs"] if args.peers else report).items():
-        print(f"{name}: resumed from {row['resumed_from']}, saw {row['unique_steps']} of {args.steps} steps' data"
-              f" ({row['unique_fraction']:.0%}); {row.get('replay_check', {})}")
+        print(f"{name}: resumed from {row['resumed_from']}; if its data restarted at each resume, it saw"
+              f" {row['unique_steps']} of {args.steps} steps' data ({row['unique_fraction']:.0%});"
+              f" {row.get('replay_check', {})}")
 
 
 if __name__ == "__main__":

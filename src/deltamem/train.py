@@ -158,6 +158,9 @@ def train(
     """Fit the memory on `cfg.train_data`; returns a summary (final loss, adapter paths, timings).
     `loaded`/`model` reuse an already built backbone; `callbacks` are added to the trainer's."""
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")  # the frozen backbone
+    # Lightning looks for state_dict on the loader; the data module carries the position instead
+    # (EpisodeDataModule.state_dict, checked by DataPositionCheck), so a mid-epoch resume is exact
+    warnings.filterwarnings("ignore", message=r"You're resuming from a checkpoint that ended before the epoch ended")
     route_lightning_logs()
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
