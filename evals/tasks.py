@@ -248,3 +248,31 @@ def plot(
         drawn[figure.name] = figure.render(stem)
         say(f"{figure.kind} figure: {stem}.png, .svg, .json")
     return drawn
+
+
+def select_replication(
+    cfg: DictConfig,
+    arms: Mapping[str, str] | None = None,
+    require_all: bool = True,
+    out: str | None = None,
+    n_boot: int = 10000,
+    seed: int = 0,
+    ci: float = 0.95,
+    runs: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """`python src/run.py task=select_replication` (conf/task/select_replication.yaml): the
+    replication's pre-registered dev selection rebuilt from committed run folders, every
+    configuration's D with its CI → `<out>.md` and `<out>.json` (the latter also as selected.json's
+    `selected`). `runs` only names folders that `arms` interpolates."""
+    from evals.replication_selection import selection_table, table_markdown
+
+    if not arms:
+        raise ValueError("task=select_replication needs task.arms={configuration: run folder, ...}")
+    chosen = selection_table(dict(arms), require_all=require_all, n_boot=n_boot, seed=seed, ci=ci)
+    markdown = table_markdown(chosen)
+    say(markdown)
+    target = _task_out(cfg, out, "selection")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{target}.md").write_text(markdown + "\n")
+    Path(f"{target}.json").write_text(json.dumps(chosen, indent=1) + "\n")
+    return chosen

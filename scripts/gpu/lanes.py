@@ -42,6 +42,11 @@ import threading
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a script: the repository root holds `evals`
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from evals import replication_selection  # noqa: E402
+
 RUNS = Path(os.environ.get("RUNS", "/root/runs"))
 LOGS = Path(os.environ.get("LOGS", "/root/logs"))
 BACKBONE = os.environ.get("BACKBONE_PATH", "/root/qwen05_hf")
@@ -75,29 +80,18 @@ BENCHES: dict[str, tuple[str, list[str], list[str], list[str]]] = {
 }
 
 
-TIE_POINTS = 1.0  # docs/RESULTS.md pre-registration: D within 1 point is a tie, broken by memory_only
-
-
 def dev_scores(arm: str) -> tuple[float, float] | None:
-    """(D, memory_only) of an arm on the dev split, D = memory_only − memory_only_wrong_history F1."""
-    path = RUNS / arm / "eval_episode_qa" / "results.json"
-    if not path.is_file():
-        return None
-    conditions = json.loads(path.read_text())["conditions"]
-    if "memory_only" not in conditions or "memory_only_wrong_history" not in conditions:
-        return None
-    mine = conditions["memory_only"]["overall"]
-    return mine - conditions["memory_only_wrong_history"]["overall"], mine
+    """(D, memory_only) of an arm under $RUNS on the dev split (evals/replication_selection.py)."""
+    return replication_selection.dev_scores(RUNS / arm)
 
 
 def select_best(arms: list[str]) -> str:
-    """The pre-registered selection among `arms`: highest dev D; within TIE_POINTS of the best D, the
-    highest dev memory_only. Arms without dev results are not candidates."""
+    """The pre-registered selection among `arms` (evals/replication_selection.py: highest dev D, ties
+    within 1 point broken by dev memory_only). Arms without dev results are not candidates."""
     scored = {arm: s for arm in arms if (s := dev_scores(arm)) is not None}
     if not scored:
         raise RuntimeError(f"no arm of {arms} has dev results (eval ARM episode_qa) to select from")
-    top = max(d for d, _ in scored.values())
-    return max((arm for arm, (d, _) in scored.items() if d >= top - TIE_POINTS), key=lambda a: scored[a][1])
+    return replication_selection.select_arm(scored)
 
 
 DEADLINE = float("inf")  # set by main: a `best:` step waits for the dev results until then
