@@ -41,7 +41,7 @@ PAPER_NUMBERS: dict[str, dict[str, float]] = {
 SPECIAL_ANSWERS = ("yes", "no", "noanswer")
 REQUIRED = (
     "source", "user", "user_no_context", "passage", "passage_join", "no_passages", "skip_empty_passages",
-    "strip_question", "scorer",
+    "strip_question", "scorer", "decoding",
 )  # fmt: skip
 SCORERS = ("release", "official", "v0")
 DECIMALS = 4  # the release rounds each question's F1 before averaging
@@ -171,8 +171,8 @@ class HotpotQA(BenchmarkBase):
         return keep
 
     def generation(self, item: Item) -> Generation:
-        """Greedy, 32 new tokens."""
-        return Generation(max_new_tokens=32)
+        """The protocol's `decoding` (config: greedy, 32 new tokens)."""
+        return Generation(**self.templates["decoding"])
 
     # ----------------------------------------------------------------- scoring
     def score(self, output: str, item: Item) -> dict[str, float]:

@@ -249,9 +249,9 @@ class LoCoMo(BenchmarkBase):
         return out
 
     def generation(self, item: Item) -> Generation:
-        """Sampling T=0.4, top-p 0.9, top-k 10, 50 new tokens, seed = seed + question index."""
-        seed = self.seed + int(item.meta["question_index"])
-        return Generation(max_new_tokens=50, do_sample=True, temperature=0.4, top_p=0.9, top_k=10, seed=seed)
+        """The protocol's `decoding` (config: sampling T 0.4, top-p 0.9, top-k 10, 50 new tokens), with
+        seed = `seed` + question index."""
+        return Generation(**self.templates["decoding"], seed=self.seed + int(item.meta["question_index"]))
 
     # ----------------------------------------------------------------- scoring
     def score(self, output: str, item: Item) -> dict[str, float]:

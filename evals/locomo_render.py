@@ -22,7 +22,7 @@ REQUIRED = (
     "source", "system", "start", "turn", "caption", "turn_join", "session", "session_join", "user",
     "user_no_context", "qa", "temporal_suffix", "adversarial_suffix", "not_mentioned", "option_order",
     "question_index", "truncation_header", "answer_reserve_tokens", "scorer", "memory_turn", "memory_session",
-    "memory_turn_join",
+    "memory_turn_join", "decoding",
 )  # fmt: skip
 OPTION_ORDERS = ("sha256_parity", "random_v0")
 QUESTION_INDICES = ("conversation", "global")

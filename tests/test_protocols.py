@@ -140,3 +140,19 @@ def test_ifevals_protocol_rules_are_config_data_read_alike_by_hydra_and_python()
     assert type(loaded)(source="x", protocol="paper", prompts=changed).max_new_tokens == 64  # the config decides
     with pytest.raises(ValueError, match=r"unknown IFEval protocol 'official' \(expected one of \('paper',\)\)"):
         type(loaded)(source="x", protocol="official", prompts=changed)
+
+
+@pytest.mark.parametrize("protocol", ["paper", "paper_v0", "official"])
+def test_decoding_settings_are_protocol_data_in_the_configs(protocol):
+    """PAPER_PROTOCOL.md §1 and §2: LoCoMo samples (T 0.4, top-p 0.9, top-k 10, 50 tokens, seed 42 +
+    question index), HotpotQA decodes 32 greedy tokens; a prompt set without `decoding` is refused."""
+    from evals.hotpotqa import REQUIRED as HOTPOT_REQUIRED
+    from evals.locomo_render import REQUIRED as LOCOMO_REQUIRED
+
+    locomo = config_prompts("locomo")[protocol]["decoding"]
+    assert locomo == {"max_new_tokens": 50, "do_sample": True, "temperature": 0.4, "top_p": 0.9, "top_k": 10}
+    assert config_prompts("hotpotqa")[protocol]["decoding"] == {"max_new_tokens": 32}
+    sets = {protocol: {k: v for k, v in config_prompts("locomo")[protocol].items() if k != "decoding"}}
+    with pytest.raises(TemplateError, match=r"lacks \['decoding'\]"):
+        protocol_prompts("locomo", protocol, sets, LOCOMO_REQUIRED)
+    assert "decoding" in HOTPOT_REQUIRED
