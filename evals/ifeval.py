@@ -7,16 +7,16 @@ prompt is one user turn under every condition. Protocols (`protocol_source` name
   prompts carry surrounding whitespace) and the checkers get the unstripped prompt; greedy, 1,500
   new tokens. The release also tidies malformed ids and kwargs for the checkers; here a malformed
   record is refused at load instead (`item_from_record`), so valid data reaches them as it is.
-  One rule is not reproduced: the release's `langdetect` shim (it only changes
-  `language:response_language`, 31 prompts) decides between languages of one script by
-  hints PAPER_PROTOCOL.md does not list, so real langdetect scores those checks here.
-- "paper_v0": what "paper" named until 2026-12-03: the raw prompt as the user turn, otherwise the
-  same (the replication study's IFEval rows).
+  The release's `langdetect` shim stands in for langdetect in the three checkers that call it
+  (`language:response_language`, `change_case:english_capital` / `english_lowercase`: 95 prompts;
+  `evals.ifeval_language_shim`, its tables `language_shim` in the config).
+- "paper_v0": what "paper" named until 2026-12-03: the raw prompt as the user turn and real
+  langdetect, otherwise the same (the replication study's IFEval rows).
 - "official": lm-eval's `ifeval.yaml`: the raw prompt, greedy, 1,280 new tokens.
 Each protocol's rule, budget and source are data: `loader.prompts` in conf/benchmark/ifeval.yaml.
 
 Scoring calls `lm_eval.tasks.ifeval.utils.test_instruction_following_strict` / `_loose` (its
-instruction registry, real `langdetect` and `nltk`). Importing `lm_eval.tasks` would build the task
+instruction registry, `langdetect` or the shim, and `nltk`). Importing `lm_eval.tasks` would build the task
 registry (datasets, evaluate, ...), so `load_checkers` imports only the `lm_eval/tasks/ifeval/*`
 modules, after making NLTK's `punkt_tab` available offline (`evals.nltk_data`) — lm-eval otherwise
 tries to download it at import. `score` gives fractions in [0, 1]; `aggregate` and
@@ -35,13 +35,14 @@ from typing import Any, Mapping, Sequence
 from evals.benchmark_base import BenchmarkBase
 from evals.conditions import PROMPT_CONDITIONS
 from evals.data_files import looks_like_a_path, missing_file, read_json
+from evals.ifeval_language_shim import LanguageShim, shimmed_langdetect
 from evals.nltk_data import ensure_punkt_tab
 from evals.templates import protocol_prompts, protocols_of
 from evals.types import BenchmarkDataError, Context, Generation, Item
 
 HUB_ID = "google/IFEval"
 CONDITIONS = PROMPT_CONDITIONS  # every condition prompts alike: IFEval has no history
-REQUIRED = ("source", "strip_prompt", "max_new_tokens")  # each protocol's set in conf/benchmark/ifeval.yaml
+REQUIRED = ("source", "strip_prompt", "max_new_tokens", "language_shim")  # per protocol: conf/benchmark/ifeval.yaml
 METRICS = ("prompt_strict", "prompt_loose", "inst_strict", "inst_loose")
 CHECKERS_MODULE = "lm_eval.tasks.ifeval.utils"
 
@@ -154,6 +155,8 @@ class IFEval(BenchmarkBase):
         self.templates = protocol_prompts(self.name, protocol, prompts, REQUIRED)
         self.protocol_source = str(self.templates["source"])
         self.strip_prompt = bool(self.templates["strip_prompt"])
+        shim = self.templates["language_shim"]  # the release's langdetect stand-in ("paper"), or None: real langdetect
+        self.language_shim = None if shim is None else LanguageShim(shim)
         # the decoding budget: the protocol's (paper 1,500, official 1,280) unless set
         budget = self.templates["max_new_tokens"] if max_new_tokens is None else max_new_tokens
         self.max_new_tokens = int(budget)
@@ -223,8 +226,9 @@ class IFEval(BenchmarkBase):
             prompt=item.question,
             kwargs=item.meta["kwargs"],
         )
-        strict = checkers.test_instruction_following_strict(example, output)
-        loose = checkers.test_instruction_following_loose(example, output)
+        with shimmed_langdetect(checkers.instructions_registry.instructions, self.language_shim):
+            strict = checkers.test_instruction_following_strict(example, output)
+            loose = checkers.test_instruction_following_loose(example, output)
         return {
             "strict": [bool(x) for x in strict.follow_instruction_list],
             "loose": [bool(x) for x in loose.follow_instruction_list],
