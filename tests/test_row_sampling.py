@@ -9,16 +9,19 @@ import torch
 
 from deltamem.row_sampling import RowSampler, RowSettings, filtered_probs, row_sampler
 
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))]
+
 
 def multinomial_oracle(settings: RowSettings, logits_steps: list[torch.Tensor]) -> list[list[int]]:
     """The decoder's former selection: filtered probabilities, then one `multinomial` per sampled row
     from that row's generator (seeded with its seed, or 0), argmax for greedy rows."""
     B, V = logits_steps[0].shape
-    generators = [torch.Generator().manual_seed(int(s or 0)) if d else None
+    device = logits_steps[0].device
+    generators = [torch.Generator(device=device).manual_seed(int(s or 0)) if d else None
                   for s, d in zip(settings.seeds, settings.do_sample)]
-    temperature = torch.tensor([[max(t, 1e-5)] for t in settings.temperature])
-    top_k = torch.tensor([[k if k > 0 else V] for k in settings.top_k])
-    top_p = torch.tensor([[p] for p in settings.top_p])
+    temperature = torch.tensor([[max(t, 1e-5)] for t in settings.temperature], device=device)
+    top_k = torch.tensor([[k if k > 0 else V] for k in settings.top_k], device=device)
+    top_p = torch.tensor([[p] for p in settings.top_p], device=device)
     out = []
     for logits in logits_steps:
         probs = filtered_probs(logits, temperature, top_k, top_p)
@@ -32,15 +35,16 @@ def random_logits(steps: int, batch: int, vocab: int, seed: int) -> list[torch.T
     return [torch.randn(batch, vocab, generator=g) * 3 for _ in range(steps)]
 
 
+@pytest.mark.parametrize("device", DEVICES)  # on CUDA too: the study's LoCoMo tokens must not change
 @pytest.mark.parametrize("seed", range(4))
-def test_the_vectorised_selection_equals_per_row_multinomial_over_many_steps(seed):
+def test_the_vectorised_selection_equals_per_row_multinomial_over_many_steps(seed, device):
     settings = RowSettings(
         do_sample=[True, False, True, True, True],
         temperature=[0.4, 1.0, 1.0, 0.8, 2.0], top_k=[10, 0, 0, 50, 3], top_p=[0.9, 1.0, 1.0, 0.5, 1.0],
         seeds=[42, None, 43, 7, None],  # LoCoMo's paper settings in row 0; a row without a seed draws from 0
     )
-    logits = random_logits(12, 5, 300, seed)
-    sampler = row_sampler(settings, 300, torch.device("cpu"))
+    logits = [step.to(device) for step in random_logits(12, 5, 300, seed)]
+    sampler = row_sampler(settings, 300, torch.device(device))
     got = [sampler(step).tolist() for step in logits]
     assert got == multinomial_oracle(settings, logits)
     assert len({tuple(row) for row in zip(*got)}) == 5  # the rows differ: the check means something
