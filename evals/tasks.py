@@ -276,3 +276,21 @@ def select_replication(
     Path(f"{target}.md").write_text(markdown + "\n")
     Path(f"{target}.json").write_text(json.dumps(chosen, indent=1) + "\n")
     return chosen
+
+
+def replication_verdict(cfg: DictConfig, comparisons: Sequence[str] = (), out: str | None = None) -> dict[str, Any]:
+    """`python src/run.py task=replication_verdict 'task.comparisons=[a.json,b.json]'`: the
+    pre-registered success rule (evals/replication_verdict.py) over `task=compare` JSON files →
+    `<out>.md` and `<out>.json`."""
+    from evals.replication_verdict import rows_by_name, verdict, verdict_markdown
+
+    if not comparisons:
+        raise ValueError("task=replication_verdict needs task.comparisons=[<comparisons .json from task=compare>, ...]")
+    found = verdict(rows_by_name(comparisons))
+    markdown = verdict_markdown(found)
+    say(markdown)
+    target = _task_out(cfg, out, "verdict")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{target}.md").write_text(markdown + "\n")
+    Path(f"{target}.json").write_text(json.dumps(found, indent=1) + "\n")
+    return found
