@@ -11,6 +11,8 @@ Chunking (`unit`):
   LoCoMo's history is one message per session);
 * `turn` — LoCoMo session messages split into their turns, each chunk ``DATE: <session date>\\n<turn>``
   so dates stay answerable; any other message is one chunk, as under `message`;
+* `passage` — one chunk per document of the history's structure (`History.passages`: HotpotQA's
+  passage blocks, cut out of the message by their spans); a history without passages is an error;
 * `tokens` — `History.text` cut into windows of `chunk_tokens` backbone tokens, consecutive windows
   sharing `overlap` tokens; a chunk is the exact text span of its window (needs a fast tokenizer's
   offsets, which every supported backbone has).
@@ -45,9 +47,9 @@ from typing import Any, Iterable, Sequence
 from evals.chat_method import ChatModelMethod
 from evals.conditions import MEMORY_PROMPTS
 from evals.methods import Answer, History, Query
-from evals.types import Session
+from evals.types import Passage, Session
 
-UNITS = ("message", "turn", "tokens")
+UNITS = ("message", "turn", "passage", "tokens")
 ORDERS = ("score", "chronological")
 BLOCK_HEADER = "Relevant parts of the history:"
 
@@ -137,11 +139,17 @@ def chunk_history(
     chunk_tokens: int = 256,
     overlap: int = 32,
     sessions: Sequence[Session] = (),
+    passages: Sequence[Passage] = (),
 ) -> list[Chunk]:
-    """The history's chunks under `unit` (see the module docstring), oldest first; `sessions` is the
-    history's structure (`History.sessions`), empty where it has none."""
+    """The history's chunks under `unit` (see the module docstring), oldest first; `sessions` and
+    `passages` are the history's structure (`History.sessions` / `.passages`), empty where it has none."""
     if unit not in UNITS:
         raise ValueError(f"unknown chunk unit {unit!r}; expected one of {UNITS}")
+    if unit == "passage":
+        if not passages:
+            raise ValueError("unit=passage needs a history with passages (History.passages: HotpotQA's); "
+                             "use unit=message or tokens for this benchmark")
+        return [Chunk(messages[p.message]["content"][p.span[0] : p.span[1]], p.message) for p in passages]
     with_role = labelled(messages)
     by_message = session_of_message(sessions)
     chunks: list[Chunk] = []
@@ -282,7 +290,8 @@ class BM25RAG(ChatModelMethod):
     def memorize(self, history: History) -> None:
         self.decoder.forget_prefix()
         self.chunks = chunk_history(
-            history.messages, self.unit, self.tokenizer, self.chunk_tokens, self.overlap, history.sessions
+            history.messages, self.unit, self.tokenizer, self.chunk_tokens, self.overlap, history.sessions,
+            history.passages,
         )
         self.index = BM25Index([c.text for c in self.chunks], **self.bm25_params)
         self._contexts += 1

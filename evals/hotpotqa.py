@@ -30,7 +30,7 @@ from evals.text_metrics import (
     token_prf,
     weighted_means,
 )
-from evals.types import BenchmarkDataError, Context, Generation, Item
+from evals.types import BenchmarkDataError, Context, Generation, Item, Passage
 
 # Qwen3-4B-Instruct-2507, EM / F1 %.
 PAPER_NUMBERS: dict[str, dict[str, float]] = {
@@ -113,7 +113,7 @@ class HotpotQA(BenchmarkBase):
                     raise BenchmarkDataError(f"{where}: missing field {field!r}")
             passages = _passages(record["context"], where)
             context = Context(id=str(qid), meta={"passages": passages})
-            context.text = self.render_passages(list(enumerate(passages, start=1)))
+            context.text, context.passages = self.render_with_spans(list(enumerate(passages, start=1)))
             context.messages = [{"role": "user", "content": context.text}]
             contexts.append(context)
             meta: dict[str, Any] = {"supporting_facts": _supporting_facts(record.get("supporting_facts"))}
@@ -134,6 +134,25 @@ class HotpotQA(BenchmarkBase):
         if not text and self.templates["skip_empty_passages"]:
             return None
         return fill(self.templates["passage"], index=index, title=title, text=text)
+
+    def render_with_spans(self, numbered: Numbered) -> tuple[str, list[Passage]]:
+        """`render_passages`'s text, and each shown passage's block in it (message 0: the history
+        is one user message), so no method has to find the blocks in the text again."""
+        joint = str(self.templates["passage_join"])
+        pieces: list[str] = []
+        spans: list[Passage] = []
+        at = 0
+        for index, (title, sentences) in numbered:
+            block = self.render_passage(index, title, sentences)
+            if block is None:
+                continue
+            if pieces:
+                at += len(joint)
+            spans.append(Passage(index=index, title=title, message=0, span=(at, at + len(block))))
+            pieces.append(block)
+            at += len(block)
+        text = joint.join(pieces) if pieces else str(self.templates["no_passages"])
+        return text, spans
 
     def render_passages(self, numbered: Numbered) -> str:
         """The context block: the numbered passages joined, or `no_passages` when none is shown."""

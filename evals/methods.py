@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 from evals.conditions import ALL_CONDITIONS, prompt_condition
-from evals.types import Generation, Session
+from evals.types import Generation, Passage, Session
 
 
 def supports(method: "MemoryMethod", condition: str) -> bool:
@@ -38,6 +38,7 @@ class History:
     context_id: str
     messages: list[dict[str, str]]  # chat messages (role/content), oldest first
     sessions: Sequence[Session] = ()  # `Context.sessions`: dated sessions and turns of the messages (LoCoMo)
+    passages: Sequence[Passage] = ()  # `Context.passages`: the documents in the messages (HotpotQA)
 
     @property
     def text(self) -> str:

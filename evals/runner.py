@@ -246,7 +246,8 @@ class EvalRunner:
             return 0.0
         start = time.perf_counter()
         histories = [
-            History(key.id, self.benchmark.written_history(condition, source), source.sessions) for key, source in pairs
+            History(key.id, self.benchmark.written_history(condition, source), source.sessions, source.passages)
+            for key, source in pairs
         ]
         if len(histories) == 1:
             self.method.memorize(histories[0])

@@ -39,6 +39,17 @@ class Session:
     turns: tuple[Turn, ...] = ()
 
 
+@dataclass(frozen=True)
+class Passage:
+    """One document of a multi-document history (HotpotQA's ten passages): its number and title,
+    and where its rendered block sits in a history message's text."""
+
+    index: int  # the benchmark's number for it (HotpotQA: 1..10, the position in `context.title`)
+    title: str
+    message: int  # index of the history message holding its block
+    span: tuple[int, int]  # [start, end) of the block in that message's text
+
+
 def sessions_starting_at(starts: Sequence[int], offset: int = 0) -> list[Session]:
     """Undated sessions that start at these message indices (a generator's `session_starts`), each
     moved back by `offset` (the messages dropped in front of the history, e.g. a system prompt)."""
@@ -48,14 +59,15 @@ def sessions_starting_at(starts: Sequence[int], offset: int = 0) -> list[Session
 @dataclass
 class Context:
     """A history the questions point at: its messages (what a method memorises), a plain-text form,
-    and its structure where the loader knows it (`sessions`: LoCoMo's dated sessions and turns), so
-    no method has to parse the rendered text back."""
+    and its structure where the loader knows it (`sessions`: LoCoMo's dated sessions and turns;
+    `passages`: HotpotQA's documents), so no method has to parse the rendered text back."""
 
     id: str
     messages: list[dict[str, str]] = field(default_factory=list)  # a chat history (role/content)
     text: str = ""  # or a plain-text history
     meta: dict[str, Any] = field(default_factory=dict)
     sessions: list[Session] = field(default_factory=list)  # the messages' sessions, oldest first ([]: none)
+    passages: list[Passage] = field(default_factory=list)  # the messages' documents, in order ([]: none)
 
 
 @dataclass

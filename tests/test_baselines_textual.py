@@ -439,3 +439,68 @@ def test_method_configs_compose_and_instantiate(loaded, method, cls, overrides):
     assert built.cost()["extra_trainable_params"] == 0
     if method == "llmlingua2":
         assert built.force_tokens == ["\n", "?"] and built.compressor is None
+
+
+def test_passage_chunks_come_from_the_loaders_spans_and_need_them(tmp_path):
+    """HotpotQA's loader records each passage block's span (no method parses the text back); BM25's
+    `passage` unit cuts one chunk per passage, skipped empty passages keeping their numbers."""
+    from evals.hotpotqa import HotpotQA
+
+    record = {"_id": "h1", "question": "Which city is the capital?", "answer": "Oslo",
+              "context": [["Alpha", ["Alpha is a town."]], ["Empty", []], ["Beta", ["Beta is", " a capital."]]],
+              "supporting_facts": [["Beta", 0]]}
+    path = tmp_path / "hotpot.json"
+    path.write_text(json.dumps([record]))
+    for protocol, numbers in (("paper", [1, 3]), ("official", [1, 2, 3])):  # paper skips the empty passage
+        (context,), _ = HotpotQA(source=str(path), protocol=protocol).load()
+        assert [p.index for p in context.passages] == numbers
+        assert {p.message for p in context.passages} == {0}  # the history is one user message
+        chunks = chunk_history(context.messages, "passage", passages=context.passages)
+        assert [c.text.split(" - ")[0].split(":")[0] for c in chunks] == [f"Passage {n}" for n in numbers]
+        assert "\n\n".join(c.text for c in chunks) == context.text  # the blocks tile the history
+    assert chunks[-1].text == "Passage 3 - Beta: Beta is a capital."
+    with pytest.raises(ValueError, match="unit=passage needs a history with passages"):
+        chunk_history(chat_history(), "passage")
+    history = History("h1", context.messages, passages=context.passages)
+    assert history.passages == context.passages
+
+
+class KeepsHistories:
+    """A method that answers "x" and keeps every history the runner gives it."""
+
+    name, conditions = "keeps", ("memory_only", "memory_only_wrong_history")
+
+    def __init__(self):
+        self.histories = []
+
+    def memorize(self, history):
+        self.histories.append(history)
+
+    def answer(self, queries):
+        from evals.methods import Answer
+
+        return [Answer("x", 1, 1) for _ in queries]
+
+    def reset(self):
+        pass
+
+    def cost(self):
+        return {}
+
+
+def test_the_runner_hands_a_history_its_passages_the_wrong_one_included(tmp_path):
+    from evals.hotpotqa import HotpotQA
+
+    records = [{"_id": f"h{i}", "question": f"Question {i}?", "answer": "a", "supporting_facts": [],
+                "context": [[f"T{i}{j}", [f"Text {i} {j}."]] for j in range(i + 2)]} for i in range(2)]
+    path = tmp_path / "hotpot.json"
+    path.write_text(json.dumps(records))
+    bench = HotpotQA(source=str(path))
+    contexts, _ = bench.load()
+    method = KeepsHistories()
+    EvalRunner(bench, method, ["memory_only", "memory_only_wrong_history"], tmp_path / "run", progress=False).run()
+    by_id = {c.id: c for c in contexts}
+    for history in method.histories:
+        source = next(c for c in contexts if c.messages == history.messages)  # the right or the wrong context
+        assert list(history.passages) == by_id[source.id].passages and history.passages
+    assert {len(h.passages) for h in method.histories} == {2, 3}
