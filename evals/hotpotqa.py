@@ -136,8 +136,8 @@ class HotpotQA(BenchmarkBase):
         return fill(self.templates["passage"], index=index, title=title, text=text)
 
     def render_with_spans(self, numbered: Numbered) -> tuple[str, list[Passage]]:
-        """`render_passages`'s text, and each shown passage's block in it (message 0: the history
-        is one user message), so no method has to find the blocks in the text again."""
+        """The context block (`render_passages`), and each shown passage's block in it (message 0:
+        the history is one user message), so no method has to find the blocks in the text again."""
         joint = str(self.templates["passage_join"])
         pieces: list[str] = []
         spans: list[Passage] = []
@@ -156,8 +156,7 @@ class HotpotQA(BenchmarkBase):
 
     def render_passages(self, numbered: Numbered) -> str:
         """The context block: the numbered passages joined, or `no_passages` when none is shown."""
-        blocks = [b for i, (t, s) in numbered if (b := self.render_passage(i, t, s)) is not None]
-        return self.templates["passage_join"].join(blocks) if blocks else str(self.templates["no_passages"])
+        return self.render_with_spans(numbered)[0]
 
     def prompt(self, item: Item, context: Context | None, condition: str) -> list[dict[str, str]]:
         """A single user turn: instruction, passages (where the condition shows them), question."""

@@ -262,19 +262,14 @@ def select_replication(
 ) -> dict[str, Any]:
     """`python src/run.py task=select_replication` (conf/task/select_replication.yaml): the
     replication's pre-registered dev selection rebuilt from committed run folders, every
-    configuration's D with its CI → `<out>.md` and `<out>.json` (the latter also as selected.json's
-    `selected`). `runs` only names folders that `arms` interpolates."""
+    configuration's D with its CI, and the selected one → `<out>.md` and `<out>.json`. `runs` only
+    names folders that `arms` interpolates."""
     from evals.replication_selection import selection_table, table_markdown
 
     if not arms:
         raise ValueError("task=select_replication needs task.arms={configuration: run folder, ...}")
     chosen = selection_table(dict(arms), require_all=require_all, n_boot=n_boot, seed=seed, ci=ci)
-    markdown = table_markdown(chosen)
-    say(markdown)
-    target = _task_out(cfg, out, "selection")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{target}.md").write_text(markdown + "\n")
-    Path(f"{target}.json").write_text(json.dumps(chosen, indent=1) + "\n")
+    _report(_task_out(cfg, out, "selection"), table_markdown(chosen), chosen)
     return chosen
 
 
@@ -287,10 +282,13 @@ def replication_verdict(cfg: DictConfig, comparisons: Sequence[str] = (), out: s
     if not comparisons:
         raise ValueError("task=replication_verdict needs task.comparisons=[<comparisons .json from task=compare>, ...]")
     found = verdict(rows_by_name(comparisons))
-    markdown = verdict_markdown(found)
+    _report(_task_out(cfg, out, "verdict"), verdict_markdown(found), found)
+    return found
+
+
+def _report(target: Path, markdown: str, data: Any) -> None:
+    """Print a task's Markdown table and write it as `<target>.md`, its data as `<target>.json`."""
     say(markdown)
-    target = _task_out(cfg, out, "verdict")
     target.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{target}.md").write_text(markdown + "\n")
-    Path(f"{target}.json").write_text(json.dumps(found, indent=1) + "\n")
-    return found
+    Path(f"{target}.json").write_text(json.dumps(data, indent=1) + "\n")

@@ -4,8 +4,8 @@ A row's tokens never depend on the rows beside it: every row has its own tempera
 and `torch.Generator`, seeded per batch. Sampling one token from the filtered distribution p is
 done the way `torch.multinomial(p, 1, generator=g)` does it (ATen's one-sample path, the same code
 for every device): draw q ~ Exp(1) over the vocabulary from g, and take argmax(p / q). So the
-tokens equal the per-row `multinomial` calls the decoder made before (tested on CPU; the GPU tests
-of `tests/test_decode_loops.py` compare the graph replays with eager steps), but
+tokens equal the per-row `multinomial` calls the decoder made before (tests/test_row_sampling.py,
+on CPU and, where a GPU is, on CUDA), but
 
 * the rows are selected in one vectorised argmax instead of B `multinomial` calls, each with its
   own input checks, and
